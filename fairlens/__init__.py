@@ -1,0 +1,75 @@
+"""fairlens: find, visualise and remove social bias inside language models.
+
+FairSteer (biased activation detection, debiasing steering vectors, dynamic activation steering)
+on TransformerLens. Importing this package is cheap and inert: the names below are resolved lazily,
+so ``import fairlens`` loads no model, no torch-heavy module, no data and no plotting library.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from fairlens._version import __version__
+
+_EXPORTS: dict[str, str] = {
+    # models
+    "load_model": "fairlens.models",
+    "load_hf": "fairlens.models",
+    "get_model_info": "fairlens.models",
+    "ModelInfo": "fairlens.models",
+    # data
+    "load_bbq": "fairlens.data",
+    "split_by_template": "fairlens.data",
+    "format_prompt": "fairlens.data",
+    "contrastive_pairs": "fairlens.data",
+    "BBQItem": "fairlens.data",
+    # scoring, metrics
+    "score_items": "fairlens.scoring",
+    "bbq_metrics": "fairlens.metrics",
+    "probe_labels": "fairlens.metrics",
+    # analysis
+    "extract_activations": "fairlens.extraction",
+    "Activations": "fairlens.extraction",
+    "LinearProbe": "fairlens.probes",
+    "probe_sweep": "fairlens.sweep",
+    "compute_dsv": "fairlens.directions",
+    # steering
+    "Steerer": "fairlens.steering",
+    "SteeringConfig": "fairlens.steering",
+    "FairSteer": "fairlens.fairsteer",
+    "FairSteerConfig": "fairlens.fairsteer",
+    "evaluate": "fairlens.evaluation",
+    "RunConfig": "fairlens.pipeline",
+    "run_pipeline": "fairlens.pipeline",
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'fairlens' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
+
+if TYPE_CHECKING:
+    from fairlens.data import BBQItem, contrastive_pairs, format_prompt, load_bbq, split_by_template
+    from fairlens.directions import compute_dsv
+    from fairlens.evaluation import evaluate
+    from fairlens.extraction import Activations, extract_activations
+    from fairlens.fairsteer import FairSteer, FairSteerConfig
+    from fairlens.metrics import bbq_metrics, probe_labels
+    from fairlens.models import ModelInfo, get_model_info, load_hf, load_model
+    from fairlens.pipeline import RunConfig, run_pipeline
+    from fairlens.probes import LinearProbe
+    from fairlens.scoring import score_items
+    from fairlens.steering import Steerer, SteeringConfig
+    from fairlens.sweep import probe_sweep

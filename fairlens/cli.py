@@ -1,0 +1,264 @@
+"""The ``fairlens`` command line.
+
+User mistakes (bad paths, malformed data, unknown models, mismatched artifacts) end with one line
+``fairlens: error: <cause> Fix: <fix>`` and exit status 2 — never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from fairlens.errors import FairlensError
+
+
+def _add_data_dir(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--data-dir",
+        default=None,
+        help="folder holding bbq/ (default: $FAIRLENS_DATA_DIR, ./data, ../shared/data, the cache)",
+    )
+
+
+def _add_model(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--model",
+        default="smollm2-135m",
+        help="embedded name, .gguf path, HF model dir or TL model name",
+    )
+    p.add_argument(
+        "--threads", type=int, default=None, help="CPU threads (default: $FAIRLENS_THREADS or 1)"
+    )
+
+
+def _cmd_data_fetch(args: argparse.Namespace) -> int:
+    from fairlens.data import fetch_bbq
+
+    if args.dataset != "bbq":
+        raise FairlensError(
+            f"Unknown dataset {args.dataset!r}; fairlens can fetch: bbq.",
+            "Run `fairlens data fetch bbq`.",
+        )
+
+    def report(category: str, index: int, total: int) -> None:
+        print(f"[{index + 1}/{total}] {category}", file=sys.stderr)
+
+    dest = fetch_bbq(args.dest, force=args.force, progress=report)
+    print(f"BBQ is in {dest / 'bbq'}; use --data-dir {dest} or FAIRLENS_DATA_DIR={dest}")
+    return 0
+
+
+def _cmd_data_info(args: argparse.Namespace) -> int:
+    from collections import Counter
+
+    from fairlens.data import load_bbq, resolve_data_dir
+
+    root = resolve_data_dir(args.data_dir)
+    items = load_bbq(root / "bbq")
+    counts = Counter(it.category for it in items)
+    targets = Counter(it.category for it in items if it.target_loc is not None)
+    templates = Counter(c for c, _ in {it.template_id for it in items})
+    print(f"BBQ in {root / 'bbq'}: {len(items)} items")
+    print(f"{'category':<22}{'items':>7}{'templates':>10}{'with target':>13}")
+    for cat in sorted(counts):
+        print(
+            f"{cat:<22}{counts[cat]:>7}{templates[cat]:>10}{100 * targets[cat] / counts[cat]:>12.1f}%"
+        )
+    return 0
+
+
+def _cmd_models_list(args: argparse.Namespace) -> int:
+    from fairlens.models import EMBEDDED_MODELS
+
+    for name, emb in EMBEDDED_MODELS.items():
+        try:
+            where = str(emb.locate())
+        except FairlensError:
+            where = f"not installed ({emb.install_command})"
+        print(f"{name}: {emb.description}\n  {where}")
+    print(
+        "Also accepted: a .gguf path, a Hugging Face model directory, a TransformerLens model name."
+    )
+    return 0
+
+
+def _cmd_models_info(args: argparse.Namespace) -> int:
+    from fairlens.models import get_model_info, load_model
+    from fairlens.runtime import set_threads
+
+    set_threads(args.threads)
+    start = time.perf_counter()
+    model = load_model(args.model, processing=args.processing)
+    info = get_model_info(model)
+    for key, value in info.fingerprint().items():
+        print(f"{key}: {value}")
+    print(f"load time: {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+def _cmd_score(args: argparse.Namespace) -> int:
+    from fairlens.data import load_bbq, resolve_data_dir, subsample
+    from fairlens.metrics import bbq_metrics
+    from fairlens.models import load_model
+    from fairlens.runtime import set_threads
+    from fairlens.scoring import ScoringMode, score_items
+
+    set_threads(args.threads)
+    start = time.perf_counter()
+    model = load_model(args.model)
+    print(f"model {args.model} loaded in {time.perf_counter() - start:.1f} s", file=sys.stderr)
+    items = load_bbq(resolve_data_dir(args.data_dir) / "bbq", args.categories)
+    items = subsample(items, args.n_per_category, seed=args.seed)
+    modes: list[ScoringMode] = ["letter", "loglik"] if args.scoring == "both" else [args.scoring]
+    for mode in modes:
+        start = time.perf_counter()
+        res = score_items(
+            model,
+            items,
+            mode=mode,
+            prompt_format=args.format,
+            batch_size=args.batch_size,
+            progress=True,
+        )
+        secs = time.perf_counter() - start
+        m = bbq_metrics(items, res.predictions).pooled
+        picks = [int((res.predictions == k).sum()) for k in range(3)]
+        print(
+            f"{mode:>6} scoring, {args.format}: n={len(items)} (ambig {m.n_ambig}, disambig {m.n_disambig}) "
+            f"acc_ambig={100 * (m.acc_ambig or 0):.1f}% acc_disambig={100 * (m.acc_disambig or 0):.1f}% "
+            f"s_AMB={m.s_amb if m.s_amb is None else round(m.s_amb, 2)} s_DIS={m.s_dis if m.s_dis is None else round(m.s_dis, 2)} "
+            f"picks A/B/C={picks} ({secs:.1f} s)"
+        )
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from fairlens.pipeline import RunConfig, run_pipeline
+
+    overrides = {
+        "name": args.name,
+        "model": args.model,
+        "data_dir": args.data_dir,
+        "categories": tuple(args.categories) if args.categories else None,
+        "probe_per_category": args.probe_per_category,
+        "eval_per_category": args.eval_per_category,
+        "select_per_category": args.select_per_category,
+        "scoring": args.scoring,
+        "prompt_format": args.format,
+        "layer": args.layer,
+        "selection": args.selection,
+        "alpha": args.alpha,
+        "tau": args.tau,
+        "dsv_position": args.dsv_position,
+        "batch_size": args.batch_size,
+        "threads": args.threads,
+        "seed": args.seed,
+        "out_dir": args.out_dir,
+    }
+    if args.config:
+        cfg = RunConfig.from_file(args.config, **overrides)
+    else:
+        cfg = RunConfig(**{k: v for k, v in overrides.items() if v is not None})
+    report = run_pipeline(
+        cfg, progress=True, log=lambda msg: print(f"[fairlens] {msg}", file=sys.stderr)
+    )
+    from fairlens.pipeline import summary_text
+
+    print(summary_text(report, report["_table"]))
+    print(f"report: {cfg.out_dir}/{cfg.name}/report.json")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fairlens",
+        description="Find, visualise and remove social bias in language models (FairSteer).",
+    )
+    from fairlens._version import __version__
+
+    parser.add_argument("--version", action="version", version=f"fairlens {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    data = sub.add_parser("data", help="datasets: fetch and inspect")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    fetch = data_sub.add_parser("fetch", help="download a dataset (needs internet)")
+    fetch.add_argument("dataset", choices=["bbq"], help="dataset to fetch")
+    fetch.add_argument("--dest", default=None, help="target folder (default: the fairlens cache)")
+    fetch.add_argument("--force", action="store_true", help="download again even if present")
+    fetch.set_defaults(func=_cmd_data_fetch)
+    info = data_sub.add_parser("info", help="counts and bias-target coverage of the local BBQ copy")
+    _add_data_dir(info)
+    info.set_defaults(func=_cmd_data_info)
+
+    models = sub.add_parser("models", help="models: list and inspect")
+    models_sub = models.add_subparsers(dest="models_command", required=True)
+    mlist = models_sub.add_parser("list", help="embedded models and where they are")
+    mlist.set_defaults(func=_cmd_models_list)
+    minfo = models_sub.add_parser("info", help="load a model and print its fingerprint")
+    _add_model(minfo)
+    minfo.add_argument(
+        "--processing", default="none", choices=["none", "tl_default"], help="TL weight processing"
+    )
+    minfo.set_defaults(func=_cmd_models_info)
+
+    score = sub.add_parser("score", help="BBQ accuracy and bias scores of the unsteered model")
+    _add_model(score)
+    _add_data_dir(score)
+    score.add_argument(
+        "--categories", nargs="*", default=None, help="BBQ categories (default: all)"
+    )
+    score.add_argument(
+        "--n-per-category", type=int, default=20, help="items per category (default 20)"
+    )
+    score.add_argument("--scoring", choices=["letter", "loglik", "both"], default="both")
+    score.add_argument("--format", choices=["zero_shot", "chat"], default="zero_shot")
+    score.add_argument("--batch-size", type=int, default=16)
+    score.add_argument("--seed", type=int, default=0)
+    score.set_defaults(func=_cmd_score)
+
+    run = sub.add_parser("run", help="the full FairSteer pipeline -> runs/<name>/")
+    run.add_argument(
+        "--config", default=None, help="JSON file with RunConfig fields (flags override it)"
+    )
+    run.add_argument("--name", default=None, help="run folder name (default smollm2-demo)")
+    run.add_argument("--model", default=None)
+    run.add_argument("--threads", type=int, default=None)
+    _add_data_dir(run)
+    run.add_argument("--categories", nargs="*", default=None)
+    run.add_argument("--probe-per-category", type=int, default=None)
+    run.add_argument("--select-per-category", type=int, default=None)
+    run.add_argument("--eval-per-category", type=int, default=None)
+    run.add_argument("--scoring", choices=["letter", "loglik"], default=None)
+    run.add_argument("--format", choices=["zero_shot", "few_shot", "chat"], default=None)
+    run.add_argument(
+        "--layer", type=int, default=None, help="fixed steering layer (skip selection)"
+    )
+    run.add_argument("--selection", choices=["probe", "bbq"], default=None)
+    run.add_argument("--alpha", type=float, default=None)
+    run.add_argument("--tau", type=float, default=None)
+    run.add_argument("--dsv-position", choices=["answer", "colon"], default=None)
+    run.add_argument("--batch-size", type=int, default=None)
+    run.add_argument("--seed", type=int, default=None)
+    run.add_argument("--out-dir", default=None)
+    run.set_defaults(func=_cmd_run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args: Any = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except FairlensError as exc:
+        print(f"fairlens: error: {exc.one_line()}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("fairlens: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

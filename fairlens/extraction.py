@@ -1,0 +1,197 @@
+"""Activation extraction at chosen hook points and token positions.
+
+Only the requested positions are kept (one vector per row and hook, never full sequences), and the
+forward pass stops after the last layer any requested hook lives in (TL's ``stop_at_layer``), so
+extracting the last-token residual stream of every layer costs one forward pass and ``n x hooks x d``
+floats.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from fairlens.artifacts import load_artifact, save_artifact
+from fairlens.batching import PaddingSide, length_sorted_chunks, model_device, pad_id, pad_sequences
+from fairlens.errors import ConfigError
+from fairlens.hooks import parse_hook_name, resolve_hooks, temporary_hooks
+
+
+@dataclass(frozen=True)
+class Activations:
+    """Activations of ``n`` inputs at several hook points, one token position each.
+
+    Attributes:
+        acts: ``[n, hook, d]`` float32 activations (``hook_z`` flattened to ``n_heads * d_head``).
+        hook_names: The TL hook of each slot on axis 1.
+        uids: One id per row (BBQ item uid, or ``"row{i}"``).
+        labels: Optional ``[n]`` int labels (FairSteer: 1 unbiased, 0 biased).
+        position: How the read position was chosen (e.g. ``"last_prompt_token"``).
+        meta: Free-form settings recorded with the artifact.
+    """
+
+    acts: Float[Tensor, "n hook d"]
+    hook_names: tuple[str, ...]
+    uids: tuple[str, ...]
+    labels: Int[Tensor, " n"] | None = None
+    position: str = "last"
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.acts.ndim != 3 or self.acts.shape[1] != len(self.hook_names):
+            raise ConfigError(
+                f"acts must be [n, hooks={len(self.hook_names)}, d], got {tuple(self.acts.shape)}."
+            )
+        if self.acts.shape[0] != len(self.uids):
+            raise ConfigError(f"{self.acts.shape[0]} rows but {len(self.uids)} uids.")
+        if self.labels is not None and self.labels.shape != (len(self.uids),):
+            raise ConfigError(
+                f"labels must have shape ({len(self.uids)},), got {tuple(self.labels.shape)}."
+            )
+
+    @property
+    def layers(self) -> tuple[int, ...]:
+        return tuple(parse_hook_name(h)[1] for h in self.hook_names)
+
+    def at(self, hook: str) -> Float[Tensor, "n d"]:
+        """Activations at one hook (full name)."""
+        if hook not in self.hook_names:
+            raise ConfigError(
+                f"{hook!r} was not extracted; available: {', '.join(self.hook_names)}."
+            )
+        return self.acts[:, self.hook_names.index(hook)]
+
+    def with_labels(
+        self, labels: Int[Tensor, " n"], keep: Sequence[int] | None = None
+    ) -> Activations:
+        """A copy restricted to rows ``keep`` (all if None) carrying ``labels`` (for the kept rows)."""
+        idx = torch.as_tensor(
+            list(range(len(self.uids))) if keep is None else list(keep), dtype=torch.long
+        )
+        return Activations(
+            self.acts[idx],
+            self.hook_names,
+            tuple(self.uids[i] for i in idx.tolist()),
+            torch.as_tensor(labels, dtype=torch.long),
+            self.position,
+            dict(self.meta),
+        )
+
+    def save(self, path: str | Path) -> Path:
+        tensors = {"acts": self.acts}
+        if self.labels is not None:
+            tensors["labels"] = self.labels
+        meta = {
+            "hook_names": list(self.hook_names),
+            "uids": list(self.uids),
+            "position": self.position,
+            **self.meta,
+        }
+        return save_artifact(path, "activations", tensors, meta)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Activations:
+        tensors, meta = load_artifact(path, "activations")
+        extra = {
+            k: v
+            for k, v in meta.items()
+            if k not in {"hook_names", "uids", "position", "kind", "fairlens_version"}
+        }
+        return cls(
+            tensors["acts"],
+            tuple(meta["hook_names"]),
+            tuple(meta["uids"]),
+            tensors.get("labels"),
+            meta["position"],
+            extra,
+        )
+
+
+def extract_activations(
+    model: Any,
+    sequences: Sequence[Sequence[int]],
+    *,
+    hooks: str | Sequence[str] | None = None,
+    layers: Sequence[int] | None = None,
+    read_index: Sequence[int] | None = None,
+    uids: Sequence[str] | None = None,
+    batch_size: int = 16,
+    padding_side: PaddingSide = "left",
+    position: str = "last",
+    progress: bool = False,
+    dtype: torch.dtype = torch.float32,
+) -> Activations:
+    """Read activations of a ``HookedTransformer`` at one position per sequence.
+
+    Args:
+        model: A ``HookedTransformer``.
+        sequences: Token ids per input (BOS included if the tokenizer adds one).
+        hooks: Hook kind(s) (``"resid_post"``...) applied to ``layers``, or full hook names.
+        layers: Layers for hook kinds (default: all).
+        read_index: Per sequence, the token index (into the unpadded sequence) to read; default the
+            last token. Negative values count from the end.
+        uids: Row ids (default ``row{i}``).
+        batch_size: Sequences per forward pass.
+        padding_side: Padding side (results do not depend on it).
+        position: A label describing ``read_index`` for the artifact.
+        progress: Show a progress bar.
+        dtype: Storage dtype (float32 default; float16 halves memory for large runs).
+    """
+    if len(sequences) == 0:
+        raise ConfigError("No sequences to extract activations from.")
+    names = resolve_hooks(model, hooks, layers)
+    stop = max(parse_hook_name(n)[1] for n in names) + 1
+    lengths = [len(s) for s in sequences]
+    if read_index is None:
+        read = [n - 1 for n in lengths]
+    else:
+        if len(read_index) != len(sequences):
+            raise ConfigError(
+                f"read_index has {len(read_index)} entries for {len(sequences)} sequences."
+            )
+        read = [i if i >= 0 else n + i for i, n in zip(read_index, lengths, strict=True)]
+        bad = [k for k, (i, n) in enumerate(zip(read, lengths, strict=True)) if not 0 <= i < n]
+        if bad:
+            raise ConfigError(
+                f"read_index out of range for sequence {bad[0]} (length {lengths[bad[0]]})."
+            )
+    device = model_device(model)
+    store: dict[str, Tensor] = {}
+    rows_idx = torch.empty(0, dtype=torch.long)
+
+    def capture(act: Tensor, hook: Any) -> Tensor:
+        picked = act[torch.arange(act.shape[0], device=act.device), rows_idx.to(act.device)]
+        store[hook.name] = picked.reshape(act.shape[0], -1).to("cpu", dtype)
+        return act
+
+    out: Tensor | None = None
+    chunks = list(length_sorted_chunks(lengths, batch_size))
+    tokenizer = getattr(model, "tokenizer", None)
+    with temporary_hooks(model, [(n, capture) for n in names]), torch.no_grad():
+        for rows in tqdm(chunks, desc="extracting activations", disable=not progress, unit="batch"):
+            batch = pad_sequences(
+                [sequences[r] for r in rows],
+                pad_token_id=pad_id(tokenizer),
+                padding_side=padding_side,
+            ).to(device)
+            offset = (
+                batch.input_ids.shape[1] - batch.lengths
+                if padding_side == "left"
+                else 0 * batch.lengths
+            )
+            rows_idx = torch.as_tensor([read[r] for r in rows], device=device) + offset
+            model(batch.input_ids, attention_mask=batch.attention_mask, stop_at_layer=stop)
+            stacked = torch.stack([store[n] for n in names], dim=1)
+            if out is None:
+                out = torch.empty((len(sequences), len(names), stacked.shape[-1]), dtype=dtype)
+            out[torch.as_tensor(rows)] = stacked
+    assert out is not None
+    ids = tuple(uids) if uids is not None else tuple(f"row{i}" for i in range(len(sequences)))
+    return Activations(out, tuple(names), ids, None, position, {"padding_side": padding_side})

@@ -1,0 +1,221 @@
+"""Answer scoring for multiple-choice BBQ items, batched and padding-aware.
+
+Two scoring modes, chosen by name from :data:`SCORERS`:
+
+* ``"letter"`` — the paper's: the next-token logits of the answer letters (" A", " B", " C") after
+  the prompt's final ``Answer:``; the prediction is their argmax.
+* ``"loglik"`` — option log-likelihood: the log-probability of each answer text appended to the
+  prompt (``" " + answer``), reduced by ``"mean"`` (default: length-normalised) or ``"sum"``.
+
+Both work on a ``HookedTransformer`` or a plain HF causal LM, and under any hooks the caller has
+active (steering, ablation), because they only call :func:`fairlens.batching.forward_logits`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from fairlens.batching import (
+    PaddingSide,
+    encode,
+    forward_logits,
+    last_token_logits,
+    length_sorted_chunks,
+    pad_id,
+    pad_sequences,
+)
+from fairlens.data import LETTERS, BBQItem, PromptFormat, format_prompt
+from fairlens.errors import ConfigError
+
+ScoringMode = Literal["letter", "loglik"]
+Reduction = Literal["mean", "sum"]
+
+
+@dataclass(frozen=True)
+class ScoreResult:
+    """Per-item answer scores and predictions.
+
+    Attributes:
+        scores: ``[n, 3]`` letter logits (``letter``) or option log-likelihoods (``loglik``).
+        predictions: ``[n]`` argmax answer index per item.
+        uids: Item ids, in input order.
+        mode, prompt_format, reduction: The settings that produced them.
+    """
+
+    scores: Float[Tensor, "n 3"]
+    predictions: Int[Tensor, " n"]
+    uids: tuple[str, ...]
+    mode: ScoringMode
+    prompt_format: PromptFormat
+    reduction: Reduction | None = None
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.uids)
+
+
+def letter_token_ids(tokenizer: Any) -> list[int]:
+    """Token ids of " A", " B", " C"; each must be one token."""
+    ids = []
+    for letter in LETTERS:
+        toks = tokenizer.encode(" " + letter, add_special_tokens=False)
+        if len(toks) != 1:
+            raise ConfigError(
+                f"The tokenizer splits {' ' + letter!r} into {len(toks)} tokens, so letter scoring "
+                "cannot read a single next-token logit.",
+                "Use --scoring loglik for this model.",
+            )
+        ids.append(int(toks[0]))
+    return ids
+
+
+def _tokenizer(model: Any, tokenizer: Any | None) -> Any:
+    tok = tokenizer if tokenizer is not None else getattr(model, "tokenizer", None)
+    if tok is None:
+        raise ConfigError(
+            "No tokenizer: the model has none attached and none was passed.",
+            "Pass tokenizer=... (for a plain HF model) or load the model with fairlens.load_model.",
+        )
+    return tok
+
+
+def build_prompts(
+    items: Sequence[BBQItem],
+    prompt_format: PromptFormat,
+    tokenizer: Any,
+    shots: Sequence[BBQItem] | None,
+) -> list[str]:
+    """Prompts for ``items`` in the given format."""
+    return [format_prompt(it, prompt_format, tokenizer=tokenizer, shots=shots) for it in items]
+
+
+def _score_letter(
+    model: Any,
+    prompt_ids: list[list[int]],
+    *,
+    tokenizer: Any,
+    batch_size: int,
+    padding_side: PaddingSide,
+    progress: bool,
+    **_: Any,
+) -> Float[Tensor, "n 3"]:
+    letters = torch.tensor(letter_token_ids(tokenizer))
+    out = torch.empty(len(prompt_ids), 3)
+    chunks = list(length_sorted_chunks([len(p) for p in prompt_ids], batch_size))
+    for rows in tqdm(chunks, desc="scoring (letter)", disable=not progress, unit="batch"):
+        batch = pad_sequences(
+            [prompt_ids[r] for r in rows], pad_token_id=pad_id(tokenizer), padding_side=padding_side
+        )
+        with torch.no_grad():
+            last = last_token_logits(model, batch)
+        out[rows] = last[:, letters.to(last.device)].float().cpu()
+    return out
+
+
+def _score_loglik(
+    model: Any,
+    prompt_ids: list[list[int]],
+    *,
+    tokenizer: Any,
+    items: Sequence[BBQItem],
+    batch_size: int,
+    padding_side: PaddingSide,
+    progress: bool,
+    reduction: Reduction,
+) -> Float[Tensor, "n 3"]:
+    # One sequence per (item, option): prompt ids + ids of " answer" (tokenised apart so that the
+    # prompt's tokens are identical across options).
+    sequences: list[list[int]] = []
+    n_prompt: list[int] = []
+    for ids, item in zip(prompt_ids, items, strict=True):
+        for answer in item.answers:
+            cont = tokenizer.encode(" " + answer.strip(), add_special_tokens=False)
+            sequences.append(ids + list(cont))
+            n_prompt.append(len(ids))
+    flat = torch.empty(len(sequences))
+    chunks = list(length_sorted_chunks([len(s) for s in sequences], batch_size))
+    for rows in tqdm(chunks, desc="scoring (loglik)", disable=not progress, unit="batch"):
+        batch = pad_sequences(
+            [sequences[r] for r in rows], pad_token_id=pad_id(tokenizer), padding_side=padding_side
+        )
+        with torch.no_grad():
+            logprobs = forward_logits(model, batch).float().log_softmax(-1).cpu()
+        width = batch.input_ids.shape[1]
+        for j, r in enumerate(rows):
+            length = int(batch.lengths[j])
+            start = 0 if padding_side == "right" else width - length
+            targets = batch.input_ids[j, start + n_prompt[r] : start + length]
+            # token t is predicted at position t-1
+            preds = logprobs[j, start + n_prompt[r] - 1 : start + length - 1]
+            token_lp = preds.gather(-1, targets[:, None]).squeeze(-1)
+            flat[r] = token_lp.mean() if reduction == "mean" else token_lp.sum()
+    return flat.view(len(items), 3)
+
+
+SCORERS: dict[str, Callable[..., Tensor]] = {"letter": _score_letter, "loglik": _score_loglik}
+
+
+def score_items(
+    model: Any,
+    items: Sequence[BBQItem],
+    *,
+    mode: ScoringMode = "letter",
+    prompt_format: PromptFormat = "zero_shot",
+    shots: Sequence[BBQItem] | None = None,
+    tokenizer: Any | None = None,
+    batch_size: int = 16,
+    padding_side: PaddingSide = "left",
+    reduction: Reduction = "mean",
+    progress: bool = False,
+) -> ScoreResult:
+    """Score BBQ items with ``model`` (TL or plain HF), returning scores and predictions.
+
+    Args:
+        model: A ``HookedTransformer`` or HF causal LM; any hooks active on it apply.
+        items: BBQ items to score.
+        mode: ``"letter"`` (paper) or ``"loglik"`` (option log-likelihood).
+        prompt_format: ``"zero_shot"``, ``"few_shot"`` (needs ``shots``) or ``"chat"``.
+        shots: Solved examples for the few-shot prefix (from a split disjoint from ``items``).
+        tokenizer: Needed for plain HF models; TL models carry their own.
+        batch_size: Sequences per forward pass (loglik runs 3 per item).
+        padding_side: Where to pad; results do not depend on it (tested).
+        reduction: For ``loglik``: ``"mean"`` log-prob per answer token, or ``"sum"``.
+        progress: Show a progress bar.
+    """
+    if mode not in SCORERS:
+        raise ConfigError(
+            f"Unknown scoring mode {mode!r}; expected one of {sorted(SCORERS)}.",
+            "Pass --scoring letter or --scoring loglik.",
+        )
+    if reduction not in ("mean", "sum"):
+        raise ConfigError(f"reduction must be 'mean' or 'sum', got {reduction!r}.")
+    if len(items) == 0:
+        raise ConfigError("No items to score.", "Check the data selection (categories, limits).")
+    tok = _tokenizer(model, tokenizer)
+    prompt_ids = encode(tok, build_prompts(items, prompt_format, tok, shots))
+    scores = SCORERS[mode](
+        model,
+        prompt_ids,
+        tokenizer=tok,
+        items=items,
+        batch_size=batch_size,
+        padding_side=padding_side,
+        progress=progress,
+        reduction=reduction,
+    )
+    return ScoreResult(
+        scores=scores,
+        predictions=scores.argmax(-1),
+        uids=tuple(it.uid for it in items),
+        mode=mode,
+        prompt_format=prompt_format,
+        reduction=reduction if mode == "loglik" else None,
+        settings={"batch_size": batch_size, "padding_side": padding_side},
+    )

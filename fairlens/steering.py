@@ -1,0 +1,182 @@
+"""Dynamic activation steering (DAS): add ``alpha * v`` where a linear probe says "biased".
+
+A :class:`Steerer` holds one hook point, one steering vector and one linear gate. Its hook runs on
+every forward call (prompt pass and each cached generation step) and decides *per row and per
+position*, on the device, without a host synchronisation:
+
+    gate = P(unbiased | a) < tau          (mode "dynamic"; "static" = always; "off" = never)
+    a    <- a + alpha * v * gate
+
+Position policies (which positions of a forward call are probed):
+
+* ``"generated"`` (default, the reference behaviour): the last position of every forward call —
+  the last prompt token in the prompt pass and each new token in cached generation;
+* ``"last_prompt"``: the last position of multi-token calls only (never the generation steps);
+* ``"all"``: every position (used for log-likelihood scoring and CrowS-Pairs).
+
+"Last position" means column ``-1``: batched prompts must be **left**-padded (fairlens' scoring and
+generation helpers do this). A forward call of a single token is treated as a generation step.
+
+:meth:`Steerer.apply` is a context manager that adds exactly one hook and removes exactly that hook
+on exit, also when the body raises; it never calls ``reset_hooks``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from fairlens.errors import ConfigError
+from fairlens.hooks import temporary_hooks
+
+SteerMode = Literal["dynamic", "static", "off"]
+PositionPolicy = Literal["generated", "last_prompt", "all"]
+STEER_MODES: tuple[str, ...] = ("dynamic", "static", "off")
+POSITION_POLICIES: tuple[str, ...] = ("generated", "last_prompt", "all")
+
+
+@dataclass(frozen=True)
+class SteeringConfig:
+    """How a fitted steerer is applied.
+
+    Attributes:
+        mode: ``"dynamic"`` (FairSteer), ``"static"`` (always add: the paper's "DSV only"), ``"off"``.
+        alpha: Scale of the steering vector (paper: 1.0).
+        tau: Gate threshold on P(unbiased) (paper: 0.5).
+        positions: Position policy, see the module docstring.
+    """
+
+    mode: SteerMode = "dynamic"
+    alpha: float = 1.0
+    tau: float = 0.5
+    positions: PositionPolicy = "generated"
+
+    def __post_init__(self) -> None:
+        if self.mode not in STEER_MODES:
+            raise ConfigError(f"mode must be one of {STEER_MODES}, got {self.mode!r}.")
+        if self.positions not in POSITION_POLICIES:
+            raise ConfigError(
+                f"positions must be one of {POSITION_POLICIES}, got {self.positions!r}."
+            )
+        if not 0.0 <= self.tau <= 1.0:
+            raise ConfigError(f"tau is a probability threshold in [0, 1], got {self.tau}.")
+        if not isinstance(self.alpha, int | float) or self.alpha != self.alpha:
+            raise ConfigError(f"alpha must be a finite number, got {self.alpha!r}.")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class GateStats:
+    """Running gate counts, kept on the model's device (read them after the run: one sync)."""
+
+    fired: Tensor = field(default_factory=lambda: torch.zeros((), dtype=torch.long))
+    probed: Tensor = field(default_factory=lambda: torch.zeros((), dtype=torch.long))
+    record: bool = False
+    history: list[Tensor] = field(
+        default_factory=list
+    )  # per call: [batch, pos] P(unbiased) (if record)
+
+    @property
+    def rate(self) -> float:
+        """Fraction of probed positions where the vector was added."""
+        probed = int(self.probed)
+        return float(self.fired) / probed if probed else 0.0
+
+
+class Steerer:
+    """One hook point, one steering vector, one linear gate.
+
+    Args:
+        hook_name: TL hook name (e.g. ``"blocks.12.hook_resid_post"``).
+        vector: ``[d_model]`` steering vector (added unnormalised, times ``alpha``).
+        coef: ``[d_model]`` probe weights; ``P(unbiased) = sigmoid(a @ coef + intercept)``.
+        intercept: Probe bias.
+        config: :class:`SteeringConfig`.
+    """
+
+    def __init__(
+        self,
+        hook_name: str,
+        vector: Float[Tensor, " d_model"],
+        coef: Float[Tensor, " d_model"],
+        intercept: float | Tensor,
+        config: SteeringConfig | None = None,
+    ) -> None:
+        if vector.ndim != 1 or coef.shape != vector.shape:
+            raise ConfigError(
+                f"vector and coef must both be [d_model]; got {tuple(vector.shape)} and {tuple(coef.shape)}."
+            )
+        self.hook_name = hook_name
+        self.vector = vector.detach().float()
+        self.coef = coef.detach().float()
+        self.intercept = torch.as_tensor(intercept, dtype=torch.float32).reshape(())
+        self.config = config or SteeringConfig()
+        self.stats = GateStats()
+
+    def _on(self, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
+        if self.vector.device != device:
+            self.vector, self.coef, self.intercept = (
+                t.to(device) for t in (self.vector, self.coef, self.intercept)
+            )
+        return self.vector.to(dtype), self.coef, self.intercept
+
+    def p_unbiased(self, act: Float[Tensor, "... d_model"]) -> Float[Tensor, "..."]:
+        """Gate probability for activations (float32 math, any device)."""
+        _, coef, intercept = self._on(act.device, act.dtype)
+        return torch.sigmoid(act.float() @ coef + intercept)
+
+    def steer(self, act: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_model"]:
+        """Apply the gate and the vector to one forward call's activations."""
+        cfg = self.config
+        if cfg.mode == "off" or cfg.alpha == 0:
+            return act
+        n_pos = act.shape[1]
+        if cfg.positions == "all":
+            window = slice(0, n_pos)
+        elif cfg.positions == "generated" or n_pos > 1:
+            window = slice(n_pos - 1, n_pos)
+        else:  # last_prompt and a single-token (generation) step
+            return act
+        vector, _, _ = self._on(act.device, act.dtype)
+        part = act[:, window]
+        if cfg.mode == "dynamic":
+            prob = self.p_unbiased(part)
+            gate = prob < cfg.tau
+            if self.stats.record:
+                self.stats.history.append(prob.detach().cpu())
+        else:
+            gate = torch.ones(part.shape[:2], dtype=torch.bool, device=act.device)
+        if self.stats.fired.device != act.device:
+            self.stats.fired = self.stats.fired.to(act.device)
+            self.stats.probed = self.stats.probed.to(act.device)
+        self.stats.fired += gate.sum()
+        self.stats.probed += gate.numel()
+        steered = part + (cfg.alpha * vector) * gate.unsqueeze(-1).to(act.dtype)
+        if window.start == 0 and window.stop == n_pos:
+            return steered
+        out = act.clone() if act.requires_grad else act
+        out[:, window] = steered
+        return out
+
+    def _hook(self, act: Tensor, hook: Any) -> Tensor:
+        return self.steer(act)
+
+    @contextmanager
+    def apply(self, model: Any, *, record: bool = False) -> Iterator[GateStats]:
+        """Steer ``model`` (a ``HookedTransformer``) inside the block; yields live :class:`GateStats`."""
+        self.stats = GateStats(record=record)
+        with temporary_hooks(model, [(self.hook_name, self._hook)]):
+            yield self.stats
+
+    def with_config(self, **changes: Any) -> Steerer:
+        """A copy with some :class:`SteeringConfig` fields changed (same tensors)."""
+        cfg = SteeringConfig(**{**self.config.to_dict(), **changes})
+        return Steerer(self.hook_name, self.vector, self.coef, self.intercept, cfg)

@@ -1,0 +1,112 @@
+"""Shared fixtures: tiny random-init models and synthetic BBQ items (no files, no network)."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+from fairlens.data import BBQItem
+
+torch.set_num_threads(1)
+
+_WORDS = [
+    "the",
+    "a",
+    "doctor",
+    "nurse",
+    "old",
+    "young",
+    "man",
+    "woman",
+    "neighbor",
+    "friend",
+    "came",
+    "left",
+    "early",
+    "late",
+]
+
+
+def synthetic_item(
+    category: str = "Age",
+    example_id: int = 0,
+    question_index: str = "1",
+    *,
+    ambiguous: bool = True,
+    polarity: str = "neg",
+    label: int | None = None,
+    unknown_loc: int = 2,
+    target_loc: int | None = 0,
+    seed: int | None = None,
+) -> BBQItem:
+    """A BBQ-shaped item with random short text (deterministic per ``seed``/``example_id``)."""
+    rng = random.Random(seed if seed is not None else example_id)
+    context = " ".join(rng.choice(_WORDS) for _ in range(rng.randint(4, 12))) + "."
+    others = [i for i in range(3) if i != unknown_loc]
+    if label is None:
+        label = unknown_loc if ambiguous else others[example_id % 2]
+    bias = None
+    if target_loc is not None:
+        bias = target_loc if polarity == "neg" else next(i for i in others if i != target_loc)
+    answers = ["The old man", "The young man", "Unknown"]
+    answers[unknown_loc], answers[2] = answers[2], answers[unknown_loc]
+    groups = ["old", "nonOld", "unknown"]
+    groups[unknown_loc], groups[2] = groups[2], groups[unknown_loc]
+    return BBQItem(
+        category=category,
+        example_id=example_id,
+        question_index=question_index,
+        question_polarity=polarity,  # type: ignore[arg-type]
+        context_condition="ambig" if ambiguous else "disambig",  # type: ignore[arg-type]
+        context=context,
+        question="Who forgot?",
+        answers=tuple(answers),  # type: ignore[arg-type]
+        answer_groups=tuple(groups),  # type: ignore[arg-type]
+        answer_info_text=tuple(groups),  # type: ignore[arg-type]
+        stereotyped_groups=("old",),
+        subcategory="None",
+        label=label,
+        unknown_loc=unknown_loc,
+        target_loc=target_loc,
+        bias_target_loc=bias,
+        source_file="synthetic.jsonl",
+        line_number=example_id + 1,
+    )
+
+
+def synthetic_items(
+    n_templates: int = 6, per_template: int = 8, categories=("Age", "SES")
+) -> list[BBQItem]:
+    """Items over several templates and categories, half ambiguous, both polarities."""
+    items = []
+    eid = 0
+    for cat in categories:
+        for t in range(n_templates):
+            for k in range(per_template):
+                items.append(
+                    synthetic_item(
+                        cat,
+                        eid,
+                        str(t + 1),
+                        ambiguous=k % 2 == 0,
+                        polarity="neg" if (k // 2) % 2 == 0 else "nonneg",
+                        seed=eid,
+                    )
+                )
+                eid += 1
+    return items
+
+
+@pytest.fixture(scope="session")
+def tiny():
+    """``(hooked, hf, tokenizer)`` with the same random weights (GQA tiny Llama)."""
+    from fairlens.testing import tiny_hooked
+
+    return tiny_hooked(seed=0)
+
+
+@pytest.fixture
+def items() -> list[BBQItem]:
+    return synthetic_items()

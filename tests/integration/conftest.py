@@ -1,0 +1,31 @@
+"""Integration fixtures: the real embedded SmolLM2 and the real BBQ files (skipped with a reason if absent)."""
+
+from __future__ import annotations
+
+import pytest
+
+from fairlens.errors import DataError, ModelLoadError
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    """``(hooked, hf, tokenizer)`` for the embedded SmolLM2-135M (float32)."""
+    from fairlens.models import load_hf, load_model
+
+    try:
+        hooked = load_model("smollm2-135m")
+        hf, tok, _ = load_hf("smollm2-135m")
+    except ModelLoadError as exc:
+        pytest.skip(f"embedded model unavailable: {exc.one_line()}")
+    return hooked, hf, tok
+
+
+@pytest.fixture(scope="session")
+def bbq_items():
+    from fairlens.data import load_bbq, resolve_data_dir
+
+    try:
+        root = resolve_data_dir(None)
+    except DataError as exc:
+        pytest.skip(f"BBQ data not found: {exc.one_line()}")
+    return load_bbq(root / "bbq")

