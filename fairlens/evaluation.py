@@ -85,6 +85,7 @@ def evaluate(
     shots: Sequence[BBQItem] | None = None,
     batch_size: int = 16,
     progress: bool = False,
+    tokenizer: Any | None = None,
 ) -> EvaluationReport:
     """Score ``items`` under each method and compute BBQ accuracy and bias scores.
 
@@ -93,6 +94,7 @@ def evaluate(
         items: Evaluation items (template-disjoint from everything the FairSteer was fitted on).
         fairsteer: A fitted :class:`~fairlens.fairsteer.FairSteer` (needed for static/fairsteer).
         methods: Any of ``"base"``, ``"static"``, ``"fairsteer"``.
+        tokenizer: Needed when ``model`` is a plain HF model (the fast path).
     """
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
@@ -111,7 +113,11 @@ def evaluate(
     results = []
     for method in methods:
         mode = METHODS[method]
-        ctx = fairsteer.steering(model, mode=mode) if fairsteer is not None and mode else nullcontext(None)
+        ctx = (
+            fairsteer.steering(model, mode=mode)
+            if fairsteer is not None and mode
+            else nullcontext(None)
+        )
         start = time.perf_counter()
         with ctx as stats:
             res = score_items(
@@ -123,6 +129,7 @@ def evaluate(
                 batch_size=batch_size,
                 padding_side="left",
                 progress=progress,
+                tokenizer=tokenizer,
             )
         results.append(
             MethodResult(

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from fairlens.artifacts import load_artifact, save_artifact
 from fairlens.batching import encode
 from fairlens.data import BBQItem, PromptFormat, content_hash, contrastive_pairs
-from fairlens.directions import Directions, compute_dsv, dsv_at_colon
+from fairlens.directions import Directions, compute_dsv, cosine, dsv_at_colon, pca_direction
 from fairlens.errors import ConfigError, NotFittedError
 from fairlens.extraction import extract_activations
 from fairlens.hooks import HOOK_KINDS, hook_name
@@ -195,6 +195,18 @@ class FairSteer:
         else:
             dsv = dsv_at_colon(acts)
 
+        # Comparison directions (same layers): probe weights, first PC, and the DSV at the other
+        # read position; cosines per layer go into reports.
+        colon = dsv_at_colon(acts)
+        pca = pca_direction(acts)
+        probe_dirs = sweep.coef.float()
+        self.direction_cosines_ = {
+            "layers": list(sweep.layers),
+            "dsv_vs_probe": cosine(dsv.vectors, probe_dirs).tolist(),
+            "dsv_vs_pca": cosine(dsv.vectors, pca.vectors).tolist(),
+            "probe_vs_pca": cosine(probe_dirs, pca.vectors).tolist(),
+            "dsv_answer_vs_colon": cosine(dsv.vectors, colon.vectors).tolist(),
+        }
         self.sweep_: SweepResult = sweep
         self.dsv_: Directions = dsv
         self.model_info_: ModelInfo = info
@@ -318,6 +330,7 @@ class FairSteer:
             "probe_counts": self.probe_counts_,
             "base_probe_accuracy": self.base_probe_accuracy_,
             "selection_scores": {str(k): v for k, v in self.selection_scores_.items()},
+            "direction_cosines": self.direction_cosines_,
         }
         return save_artifact(path, "fairsteer", tensors, meta)
 
@@ -345,6 +358,7 @@ class FairSteer:
         fs.probe_counts_ = meta["probe_counts"]
         fs.base_probe_accuracy_ = meta["base_probe_accuracy"]
         fs.selection_scores_ = {int(k): v for k, v in meta["selection_scores"].items()}
+        fs.direction_cosines_ = meta["direction_cosines"]
         if model is not None:
             get_model_info(model).check_matches(meta["model"], what="FairSteer artifact")
         return fs

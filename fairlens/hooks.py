@@ -132,3 +132,61 @@ def _adapt(fn: Any, name: str) -> Any:
         return fn(output, hook=info)
 
     return torch_hook
+
+
+def _hf_layers(model: Any) -> Any:
+    inner = getattr(model, "model", None)
+    layers = getattr(inner, "layers", None)
+    if layers is None:
+        raise HookPointError(
+            "This Hugging Face model has no `.model.layers` (not a Llama-family decoder).",
+            "Use a Llama/Mistral/Qwen2 model, or the TransformerLens path.",
+        )
+    return layers
+
+
+@contextmanager
+def temporary_hf_hook(model: Any, name: str, fn: Any) -> Iterator[None]:
+    """The fast path's counterpart of :func:`temporary_hooks` for a plain HF decoder.
+
+    Maps a TL hook name onto the HF module boundary that carries the same tensor:
+    ``resid_post`` = decoder layer output, ``resid_pre`` = decoder layer input, ``attn_out`` =
+    ``self_attn`` output, ``mlp_out`` = ``mlp`` output. ``fn(activation) -> activation`` is applied
+    there. Exactly one torch hook is added and removed on exit.
+    """
+    kind, layer = parse_hook_name(name)
+    layers = _hf_layers(model)
+    if not 0 <= layer < len(layers):
+        raise HookPointError(
+            f"Layer {layer} is out of range for a model with {len(layers)} layers."
+        )
+    block = layers[layer]
+
+    def replace_output(module: Any, args: Any, output: Any) -> Any:
+        if isinstance(output, tuple):
+            return (fn(output[0]), *output[1:])
+        return fn(output)
+
+    def replace_input(module: Any, args: Any, kwargs: Any) -> Any:
+        if args:
+            return (fn(args[0]), *args[1:]), kwargs
+        return args, {**kwargs, "hidden_states": fn(kwargs["hidden_states"])}
+
+    if kind == "resid_post":
+        handle = block.register_forward_hook(replace_output)
+    elif kind == "attn_out":
+        handle = block.self_attn.register_forward_hook(replace_output)
+    elif kind == "mlp_out":
+        handle = block.mlp.register_forward_hook(replace_output)
+    elif kind == "resid_pre":
+        handle = block.register_forward_pre_hook(replace_input, with_kwargs=True)
+    else:
+        raise HookPointError(
+            f"Hook {name!r} has no module boundary in a plain HF model (fast path supports "
+            "resid_pre, resid_post, attn_out, mlp_out).",
+            "Use one of those hooks, or steer the HookedTransformer.",
+        )
+    try:
+        yield
+    finally:
+        handle.remove()

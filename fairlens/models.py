@@ -303,6 +303,7 @@ def load_hf(
         dtype=dtype,
         weights_sha=_hf_weights_sha(hf_model),
     )
+    hf_model.fairlens_info = info  # lets a fitted FairSteer check it is applied to the same weights
     return hf_model, tokenizer, info
 
 
@@ -382,7 +383,9 @@ def get_model_info(model: Any) -> ModelInfo:
     return info
 
 
-def attach_model_info(model: Any, name: str = "custom") -> ModelInfo:
+def attach_model_info(
+    model: Any, name: str = "custom", processing: WeightProcessing | None = None
+) -> ModelInfo:
     """Attach a :class:`ModelInfo` to a ``HookedTransformer`` built by hand (e.g. random-init tests)."""
     cfg = model.cfg
     info = ModelInfo(
@@ -394,7 +397,7 @@ def attach_model_info(model: Any, name: str = "custom") -> ModelInfo:
         n_layers=cfg.n_layers,
         n_heads=cfg.n_heads,
         d_vocab=cfg.d_vocab,
-        processing=WeightProcessing(),
+        processing=processing or WeightProcessing(),
         dtype=str(cfg.dtype).removeprefix("torch."),
         weights_sha=weights_sha([model.W_E, model.W_Q[0]]),
     )

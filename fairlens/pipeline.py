@@ -212,6 +212,8 @@ def run_pipeline(cfg: RunConfig, *, progress: bool = True, log: Any = None) -> d
             "sweep": fs.sweep_.to_dict(),
             "dsv": fs.dsv_.to_dict(),
             "selection_scores": fs.selection_scores_,
+            "direction_cosines": fs.direction_cosines_,
+            "dsv_pairs": fs.dsv_.n_pos,
         },
         "evaluation": report.to_dict(),
         "timings_s": {k: round(v, 2) for k, v in timings.items()},

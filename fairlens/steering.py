@@ -33,7 +33,8 @@ from jaxtyping import Float
 from torch import Tensor
 
 from fairlens.errors import ConfigError
-from fairlens.hooks import temporary_hooks
+from fairlens.batching import is_hooked
+from fairlens.hooks import temporary_hf_hook, temporary_hooks
 
 SteerMode = Literal["dynamic", "static", "off"]
 PositionPolicy = Literal["generated", "last_prompt", "all"]
@@ -171,10 +172,18 @@ class Steerer:
 
     @contextmanager
     def apply(self, model: Any, *, record: bool = False) -> Iterator[GateStats]:
-        """Steer ``model`` (a ``HookedTransformer``) inside the block; yields live :class:`GateStats`."""
+        """Steer ``model`` inside the block; yields live :class:`GateStats`.
+
+        ``model`` is a ``HookedTransformer`` (analysis path) or a plain HF Llama-family causal LM
+        (fast path: one torch forward hook on the matching decoder module, same numbers).
+        """
         self.stats = GateStats(record=record)
-        with temporary_hooks(model, [(self.hook_name, self._hook)]):
-            yield self.stats
+        if is_hooked(model):
+            with temporary_hooks(model, [(self.hook_name, self._hook)]):
+                yield self.stats
+        else:
+            with temporary_hf_hook(model, self.hook_name, self.steer):
+                yield self.stats
 
     def with_config(self, **changes: Any) -> Steerer:
         """A copy with some :class:`SteeringConfig` fields changed (same tensors)."""

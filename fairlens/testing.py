@@ -83,8 +83,9 @@ def tiny_hooked(
 
     tokenizer = tiny_tokenizer()
     hf_model = tiny_llama(seed=seed, **llama_kwargs)
-    hooked = hooked_from_hf(
-        hf_model, tokenizer, processing=WeightProcessing.parse(processing), n_ctx=512
-    )
-    attach_model_info(hooked, name=f"tiny-llama-seed{seed}")
+    weight_processing = WeightProcessing.parse(processing)
+    hooked = hooked_from_hf(hf_model, tokenizer, processing=weight_processing, n_ctx=512)
+    info = attach_model_info(hooked, name=f"tiny-llama-seed{seed}", processing=weight_processing)
+    if info.processing.is_identity:  # same weights, same coordinates: one identity for both
+        hf_model.fairlens_info = info
     return hooked, hf_model, tokenizer

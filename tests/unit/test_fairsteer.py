@@ -103,3 +103,15 @@ def test_overlapping_splits_are_refused():
     items = synthetic_items(n_templates=4, per_template=8)
     with pytest.raises(ConfigError, match="in both"):
         FairSteer(scoring="loglik").fit(hooked, items, items[:10])
+
+
+def test_fast_path_evaluation_equals_tl(fitted):
+    """A FairSteer fitted on the TL model steers the plain HF model with identical predictions."""
+    hooked, fs, splits = fitted
+    _, hf, tok = tiny_hooked(seed=0)
+    items = list(splits["eval"].items)
+    tl = evaluate(hooked, items, fs, scoring="loglik")
+    fast = evaluate(hf, items, fs, scoring="loglik", tokenizer=tok)
+    for a, b in zip(tl.results, fast.results, strict=True):
+        assert a.metrics.to_dict() == b.metrics.to_dict()
+        assert a.gate_rate == b.gate_rate

@@ -157,3 +157,35 @@ def test_config_validation():
         SteeringConfig(mode="always")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="vector and coef"):
         Steerer(HOOK, torch.zeros(4), torch.zeros(5), 0.0)
+
+
+def test_fast_path_on_hf_model_matches_tl(tiny, batch):
+    """The same Steerer on the plain HF model: same gate decisions, same logits, no hook left."""
+    hooked, hf, _ = tiny
+    steerer = _separating_steerer(hooked, batch)
+    with torch.no_grad():
+        with steerer.apply(hooked, record=True) as tl_stats:
+            tl = forward_logits(hooked, batch)
+        with steerer.apply(hf, record=True) as hf_stats:
+            fast = forward_logits(hf, batch)
+    assert torch.equal(tl_stats.history[0] < 0.5, hf_stats.history[0] < 0.5)
+    mask = batch.attention_mask.bool()
+    assert (tl[mask] - fast[mask]).abs().max().item() <= 1e-4
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in hf.modules())
+
+
+def test_fast_path_generation_matches_tl(tiny, batch):
+    hooked, hf, _ = tiny
+    steerer = _separating_steerer(hooked, batch, mode="static", alpha=20.0)
+    with steerer.apply(hooked):
+        tl = _generate(hooked, batch, 4)
+    with steerer.apply(hf) as stats, torch.no_grad():
+        fast = hf.generate(
+            input_ids=batch.input_ids,
+            attention_mask=batch.attention_mask,
+            max_new_tokens=4,
+            do_sample=False,
+            pad_token_id=0,
+        )
+    assert torch.equal(tl, fast)
+    assert int(stats.probed) == 2 * 4
