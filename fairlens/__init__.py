@@ -44,7 +44,33 @@ _EXPORTS: dict[str, str] = {
     "run_pipeline": "fairlens.pipeline",
 }
 
-__all__ = ["__version__", *_EXPORTS]
+__all__ = [
+    "Activations",
+    "BBQItem",
+    "FairSteer",
+    "FairSteerConfig",
+    "LinearProbe",
+    "ModelInfo",
+    "RunConfig",
+    "Steerer",
+    "SteeringConfig",
+    "__version__",
+    "bbq_metrics",
+    "compute_dsv",
+    "contrastive_pairs",
+    "evaluate",
+    "extract_activations",
+    "format_prompt",
+    "get_model_info",
+    "load_bbq",
+    "load_hf",
+    "load_model",
+    "probe_labels",
+    "probe_sweep",
+    "run_pipeline",
+    "score_items",
+    "split_by_template",
+]
 
 
 def __getattr__(name: str) -> Any:

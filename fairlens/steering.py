@@ -32,8 +32,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from fairlens.errors import ConfigError
 from fairlens.batching import is_hooked
+from fairlens.errors import ConfigError
 from fairlens.hooks import temporary_hf_hook, temporary_hooks
 
 SteerMode = Literal["dynamic", "static", "off"]
