@@ -8,7 +8,8 @@ floats.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,9 +20,23 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from fairlens.artifacts import load_artifact, save_artifact
-from fairlens.batching import PaddingSide, length_sorted_chunks, model_device, pad_id, pad_sequences
+from fairlens.batching import (
+    Batch,
+    PaddingSide,
+    is_hooked,
+    length_sorted_chunks,
+    model_device,
+    pad_id,
+    pad_sequences,
+)
 from fairlens.errors import ConfigError
-from fairlens.hooks import parse_hook_name, resolve_hooks, temporary_hooks
+from fairlens.hooks import (
+    hook_name,
+    parse_hook_name,
+    resolve_hooks,
+    temporary_hf_hook,
+    temporary_hooks,
+)
 
 
 @dataclass(frozen=True)
@@ -114,6 +129,53 @@ class Activations:
         )
 
 
+class _StopForward(Exception):
+    """Raised by the last needed hook of a plain HF model to skip the remaining layers."""
+
+
+@contextmanager
+def _capturing(
+    model: Any,
+    names: Sequence[str],
+    capture: Callable[[str], Callable[[Tensor], Tensor]],
+    stop: int,
+) -> Iterator[None]:
+    """Capture hooks for ``names``; on HF models also a hook that stops after layer ``stop - 1``."""
+    if is_hooked(model):
+        with temporary_hooks(model, [(n, _tl_style(capture(n))) for n in names]):
+            yield
+        return
+
+    def halt(act: Tensor) -> Tensor:
+        raise _StopForward
+
+    with ExitStack() as stack:
+        for name in names:
+            stack.enter_context(temporary_hf_hook(model, name, capture(name)))
+        stack.enter_context(temporary_hf_hook(model, hook_name("resid_post", stop - 1), halt))
+        yield
+
+
+def _tl_style(fn: Callable[[Tensor], Tensor]) -> Callable[..., Tensor]:
+    return lambda act, hook: fn(act)
+
+
+def _forward_until(model: Any, batch: Batch, stop: int) -> None:
+    """Run the model up to (and including) layer ``stop - 1``; skip the unembedding."""
+    if is_hooked(model):
+        model(batch.input_ids, attention_mask=batch.attention_mask, stop_at_layer=stop)
+        return
+    try:
+        model.model(
+            input_ids=batch.input_ids,
+            attention_mask=batch.attention_mask,
+            position_ids=batch.position_ids,
+            use_cache=False,
+        )
+    except _StopForward:
+        pass
+
+
 def extract_activations(
     model: Any,
     sequences: Sequence[Sequence[int]],
@@ -128,10 +190,14 @@ def extract_activations(
     progress: bool = False,
     dtype: torch.dtype = torch.float32,
 ) -> Activations:
-    """Read activations of a ``HookedTransformer`` at one position per sequence.
+    """Read activations at one position per sequence, for a TL or a plain HF model.
+
+    On a ``HookedTransformer`` any hook point works; on a plain HF Llama-family model (the lean,
+    fast path) ``resid_pre``, ``resid_post``, ``attn_out`` and ``mlp_out`` do, and the forward pass
+    is cut after the last needed layer by raising from a hook. Both read the same numbers.
 
     Args:
-        model: A ``HookedTransformer``.
+        model: A ``HookedTransformer`` or a plain HF causal LM.
         sequences: Token ids per input (BOS included if the tokenizer adds one).
         hooks: Hook kind(s) (``"resid_post"``...) applied to ``layers``, or full hook names.
         layers: Layers for hook kinds (default: all).
@@ -164,17 +230,21 @@ def extract_activations(
             )
     device = model_device(model)
     store: dict[str, Tensor] = {}
-    rows_idx = torch.empty(0, dtype=torch.long)
+    state = {"rows": torch.empty(0, dtype=torch.long)}
 
-    def capture(act: Tensor, hook: Any) -> Tensor:
-        picked = act[torch.arange(act.shape[0], device=act.device), rows_idx.to(act.device)]
-        store[hook.name] = picked.reshape(act.shape[0], -1).to("cpu", dtype)
-        return act
+    def capture(name: str) -> Callable[[Tensor], Tensor]:
+        def fn(act: Tensor) -> Tensor:
+            rows = torch.arange(act.shape[0], device=act.device)
+            picked = act[rows, state["rows"].to(act.device)]
+            store[name] = picked.reshape(act.shape[0], -1).to("cpu", dtype)
+            return act
+
+        return fn
 
     out: Tensor | None = None
     chunks = list(length_sorted_chunks(lengths, batch_size))
     tokenizer = getattr(model, "tokenizer", None)
-    with temporary_hooks(model, [(n, capture) for n in names]), torch.no_grad():
+    with _capturing(model, names, capture, stop), torch.no_grad():
         for rows in tqdm(chunks, desc="extracting activations", disable=not progress, unit="batch"):
             batch = pad_sequences(
                 [sequences[r] for r in rows],
@@ -184,10 +254,10 @@ def extract_activations(
             offset = (
                 batch.input_ids.shape[1] - batch.lengths
                 if padding_side == "left"
-                else 0 * batch.lengths
+                else torch.zeros_like(batch.lengths)
             )
-            rows_idx = torch.as_tensor([read[r] for r in rows], device=device) + offset
-            model(batch.input_ids, attention_mask=batch.attention_mask, stop_at_layer=stop)
+            state["rows"] = torch.as_tensor([read[r] for r in rows], device=device) + offset
+            _forward_until(model, batch, stop)
             stacked = torch.stack([store[n] for n in names], dim=1)
             if out is None:
                 out = torch.empty((len(sequences), len(names), stacked.shape[-1]), dtype=dtype)

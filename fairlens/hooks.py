@@ -78,7 +78,7 @@ def resolve_hooks(
     model: Any, hooks: str | Sequence[str] | None, layers: Sequence[int] | None
 ) -> list[str]:
     """Hook names from full names, or from a kind applied to ``layers`` (default: all layers)."""
-    n_layers = model.cfg.n_layers
+    n_layers = n_layers_of(model)
     if hooks is None:
         hooks = DEFAULT_HOOK_KIND
     if isinstance(hooks, str):
@@ -91,6 +91,14 @@ def resolve_hooks(
         else:
             names.append(validate_hook(model, hook))
     return names
+
+
+def n_layers_of(model: Any) -> int:
+    """Number of blocks of a ``HookedTransformer`` or a plain HF decoder."""
+    cfg = getattr(model, "cfg", None)
+    if cfg is not None and hasattr(cfg, "n_layers"):
+        return int(cfg.n_layers)
+    return int(model.config.num_hidden_layers)
 
 
 def count_hooks(model: Any) -> int:

@@ -67,3 +67,21 @@ def test_artifact_round_trip(tiny, tmp_path):
     assert back.labels is not None and back.labels.tolist() == [1, 0]
     assert back.hook_names == acts.hook_names
     assert not list(tmp_path.glob("**/*.pkl"))
+
+
+def test_hf_lean_extraction_equals_tl(tiny):
+    """The plain-HF path (hooks + early stop) reads the same numbers as the TL path."""
+    hooked, hf, tok = tiny
+    seqs = encode(tok, TEXTS)
+    before = _hf_hook_count(hf)  # transformers may keep its own output-recording hooks
+    for hooks in ("resid_post", "resid_pre", "attn_out", "mlp_out"):
+        tl = extract_activations(hooked, seqs, hooks=hooks, layers=[0, 1])
+        fast = extract_activations(hf, seqs, hooks=hooks, layers=[0, 1], padding_side="right")
+        assert torch.allclose(tl.acts, fast.acts, atol=1e-4), hooks
+    assert _hf_hook_count(hf) == before
+    with pytest.raises(HookPointError, match="no module boundary"):
+        extract_activations(hf, seqs, hooks="resid_mid", layers=[0])
+
+
+def _hf_hook_count(model) -> int:
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
