@@ -9,7 +9,7 @@ floats.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -165,15 +165,13 @@ def _forward_until(model: Any, batch: Batch, stop: int) -> None:
     if is_hooked(model):
         model(batch.input_ids, attention_mask=batch.attention_mask, stop_at_layer=stop)
         return
-    try:
+    with suppress(_StopForward):
         model.model(
             input_ids=batch.input_ids,
             attention_mask=batch.attention_mask,
             position_ids=batch.position_ids,
             use_cache=False,
         )
-    except _StopForward:
-        pass
 
 
 def extract_activations(
