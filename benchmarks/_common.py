@@ -1,0 +1,109 @@
+"""Shared helpers for the benchmarks: model choice per device, timing, JSON results.
+
+Benchmarks are not tests. Each script measures the compared variants side by side in one process,
+on the same inputs, and prints ratios (this machine is shared and noisy, so absolute numbers drift;
+ratios measured in one run are what we compare).
+
+CPU: the embedded SmolLM2-135M with its real weights. CUDA (when present): a random-init model of
+the Llama-3-8B shape in bfloat16 (same compute as the real model; no weights needed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def parse_args(description: str, **extra: Any) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads (default 1)")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--quick", action="store_true", help="smaller sizes (smoke run)")
+    for name, (kind, default, help_text) in extra.items():
+        p.add_argument(f"--{name.replace('_', '-')}", type=kind, default=default, help=help_text)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    return args
+
+
+def load_models(device: str) -> tuple[Any, Any, Any, str]:
+    """``(hooked, hf, tokenizer, description)`` for the device (see the module docstring)."""
+    from fairlens.testing import tiny_tokenizer
+    from fairlens.tl_adapter import WeightProcessing, hooked_from_hf
+
+    if device == "cpu":
+        from fairlens.models import load_hf, load_model
+
+        hooked = load_model("smollm2-135m")
+        hf, tok, _ = load_hf("smollm2-135m")
+        return hooked, hf, tok, "SmolLM2-135M-Instruct (real weights, float32)"
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    cfg = LlamaConfig(
+        vocab_size=128256,
+        hidden_size=4096,
+        intermediate_size=14336,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        max_position_embeddings=8192,
+        rope_theta=500000.0,
+        rms_norm_eps=1e-5,
+        tie_word_embeddings=False,
+    )
+    cfg.architectures = ["LlamaForCausalLM"]
+    with torch.device(device):
+        hf = LlamaForCausalLM(cfg).to(torch.bfloat16).eval()
+    tok = tiny_tokenizer()
+    hooked = hooked_from_hf(
+        hf, tok, processing=WeightProcessing(), dtype=torch.bfloat16, device=device
+    )
+    return hooked, hf, tok, "random-init Llama-3-8B shape (bfloat16)"
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def timed(fn: Callable[[], Any], device: str, repeats: int) -> float:
+    """Median seconds of ``fn`` over ``repeats`` runs after one warm-up."""
+    fn()
+    sync(device)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def machine(device: str) -> dict[str, Any]:
+    info = {
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "device": device,
+        "threads": torch.get_num_threads(),
+    }
+    if device.startswith("cuda"):
+        info["gpu"] = torch.cuda.get_device_name()
+    return info
+
+
+def write(name: str, device: str, payload: dict[str, Any]) -> Path:
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"{name}-{device.split(':')[0]}.json"
+    path.write_text(json.dumps({"machine": machine(device), **payload}, indent=2))
+    return path
