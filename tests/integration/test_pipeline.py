@@ -1,0 +1,48 @@
+"""`fairlens run` end to end on the embedded SmolLM2 with a tiny subset (report contents, disjointness)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from fairlens.cli import main
+from fairlens.fairsteer import FairSteer
+
+pytestmark = pytest.mark.integration
+
+
+def test_run_writes_report_with_three_methods(smollm2, bbq_items, tmp_path, capsys):
+    code = main(
+        [
+            "run",
+            "--name",
+            "smoke",
+            "--out-dir",
+            str(tmp_path),
+            "--categories",
+            "Age",
+            "Religion",
+            "SES",
+            "--probe-per-category",
+            "40",
+            "--eval-per-category",
+            "4",
+            "--threads",
+            "1",
+        ]
+    )
+    out = capsys.readouterr().out
+    assert code == 0
+    for method in ("base", "static", "fairsteer"):
+        assert method in out
+    report = json.loads((tmp_path / "smoke" / "report.json").read_text())
+    used = report["data"]["used"]
+    assert used["eval"]["n"] == 12 and used["probe"]["n"] == 120
+    assert [r["method"] for r in report["evaluation"]["results"]] == ["base", "static", "fairsteer"]
+    sweep = report["fairsteer"]["sweep"]
+    assert len(sweep["scores"]) == 30 and 0 <= report["fairsteer"]["layer"] < 30
+    fs = FairSteer.load(tmp_path / "smoke" / "fairsteer", model=smollm2[0])
+    eval_templates = set(report["data"]["eval_templates"])
+    assert eval_templates and not eval_templates & set(fs.fitted_templates_)
+    assert report["config"]["scoring"] == "letter" and report["model"]["d_model"] == 576
