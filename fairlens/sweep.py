@@ -28,6 +28,7 @@ from sklearn.model_selection import (
 from torch import Tensor
 
 from fairlens.errors import ConfigError
+from fairlens.hooks import hook_name
 from fairlens.probes import LinearProbe, fit_logistic_batched
 
 __all__ = ["LayerScore", "SweepResult", "probe_sweep", "train_val_split"]
@@ -210,7 +211,7 @@ def probe_sweep(
             "Pass one layer index per entry; to sweep a subset use acts[:, idx] with layers=idx.",
         )
     names = (
-        tuple(f"blocks.{v}.hook_resid_post" for v in layer_ids)
+        tuple(hook_name("resid_post", v) for v in layer_ids)
         if hook_names is None
         else tuple(hook_names)
     )
