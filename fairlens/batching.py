@@ -114,8 +114,24 @@ def is_hooked(model: Any) -> bool:
     return hasattr(model, "run_with_hooks") and hasattr(model, "cfg")
 
 
+def check_context(model: Any, batch: Batch) -> None:
+    """Refuse sequences longer than the model's context (TL would fail with an IndexError)."""
+    cfg = getattr(model, "cfg", None)
+    limit = getattr(cfg, "n_ctx", None) if cfg is not None else None
+    if limit is None:
+        limit = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    width = int(batch.lengths.max())
+    if limit is not None and width > int(limit):
+        raise ConfigError(
+            f"A sequence has {width} tokens but the model's context is {limit} tokens.",
+            "Use a shorter prompt format (e.g. zero_shot instead of few_shot) or load the model "
+            "with a larger n_ctx.",
+        )
+
+
 def forward_logits(model: Any, batch: Batch) -> Float[Tensor, "batch pos d_vocab"]:
     """Logits of ``model`` on ``batch``, padding-aware for both TL and HF models."""
+    check_context(model, batch)
     device = model_device(model)
     batch = batch.to(device)
     if is_hooked(model):
@@ -135,6 +151,7 @@ def last_token_logits(model: Any, batch: Batch) -> Float[Tensor, "batch d_vocab"
     The unembedding is applied to one position per row instead of all of them (for a 49k vocabulary
     and ~90-token prompts that is ~20 % of the forward cost). Hooks on every block still fire.
     """
+    check_context(model, batch)
     device = model_device(model)
     batch = batch.to(device)
     rows = torch.arange(batch.input_ids.shape[0], device=device)

@@ -244,6 +244,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, default=None)
     run.add_argument("--out-dir", default=None)
     run.set_defaults(func=_cmd_run)
+
+    from fairlens.figures import register_cli as register_figures
+
+    register_figures(sub)
     return parser
 
 

@@ -23,6 +23,7 @@ from fairlens.artifacts import load_artifact, save_artifact
 from fairlens.batching import (
     Batch,
     PaddingSide,
+    check_context,
     is_hooked,
     length_sorted_chunks,
     model_device,
@@ -162,6 +163,7 @@ def _tl_style(fn: Callable[[Tensor], Tensor]) -> Callable[..., Tensor]:
 
 def _forward_until(model: Any, batch: Batch, stop: int) -> None:
     """Run the model up to (and including) layer ``stop - 1``; skip the unembedding."""
+    check_context(model, batch)
     if is_hooked(model):
         model(batch.input_ids, attention_mask=batch.attention_mask, stop_at_layer=stop)
         return

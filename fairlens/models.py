@@ -186,9 +186,9 @@ def _dequantise_gguf(gguf_path: Path, dest: Path) -> None:
         )
     folder, filename = str(gguf_path.parent), gguf_path.name
     try:
-        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=filename)
+        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=filename, local_files_only=True)
         hf_model = AutoModelForCausalLM.from_pretrained(
-            folder, gguf_file=filename, dtype=torch.float32
+            folder, gguf_file=filename, dtype=torch.float32, local_files_only=True
         )
     except (ValueError, OSError, RuntimeError) as exc:
         raise ModelLoadError(

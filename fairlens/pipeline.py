@@ -203,7 +203,9 @@ def run_pipeline(cfg: RunConfig, *, progress: bool = True, log: Any = None) -> d
             "Race_ethnicity, SES, Race_x_SES, Race_x_gender are regenerated files (see the data README).",
             "split_hashes": {k: s.content_hash for k, s in splits.items()},
             "used": {k: _split_summary(v) for k, v in chosen.items()},
-            "eval_templates": sorted({f"{it.category}/{it.question_index}" for it in chosen["eval"]}),
+            "eval_templates": sorted(
+                {f"{it.category}/{it.question_index}" for it in chosen["eval"]}
+            ),
         },
         "fairsteer": {
             "layer": fs.layer_,

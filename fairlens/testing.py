@@ -58,7 +58,7 @@ def tiny_llama(
         num_hidden_layers=n_layers,
         num_attention_heads=n_heads,
         num_key_value_heads=n_kv_heads,
-        max_position_embeddings=512,
+        max_position_embeddings=4096,
         rms_norm_eps=1e-5,
         tie_word_embeddings=tie_word_embeddings,
         pad_token_id=vocab_size - 2,
@@ -84,7 +84,7 @@ def tiny_hooked(
     tokenizer = tiny_tokenizer()
     hf_model = tiny_llama(seed=seed, **llama_kwargs)
     weight_processing = WeightProcessing.parse(processing)
-    hooked = hooked_from_hf(hf_model, tokenizer, processing=weight_processing, n_ctx=512)
+    hooked = hooked_from_hf(hf_model, tokenizer, processing=weight_processing, n_ctx=4096)
     info = attach_model_info(hooked, name=f"tiny-llama-seed{seed}", processing=weight_processing)
     if info.processing.is_identity:  # same weights, same coordinates: one identity for both
         hf_model.fairlens_info = info

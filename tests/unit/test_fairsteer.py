@@ -115,3 +115,28 @@ def test_fast_path_evaluation_equals_tl(fitted):
     for a, b in zip(tl.results, fast.results, strict=True):
         assert a.metrics.to_dict() == b.metrics.to_dict()
         assert a.gate_rate == b.gate_rate
+
+
+def test_few_shot_fit_and_evaluate():
+    """Few-shot prompts: shots come from their own split and are passed to fit and evaluate."""
+    from fairlens.data import few_shot_examples
+
+    hooked, _, _ = tiny_hooked(seed=0)
+    items = synthetic_items(n_templates=10, per_template=12, categories=("Age", "SES", "Religion"))
+    splits = split_by_template(items, {"probe": 0.5, "dsv": 0.2, "shots": 0.1, "eval": 0.2}, seed=1)
+    shots = few_shot_examples(list(splits["shots"].items), 8, seed=0)
+    fs = FairSteer(scoring="loglik", prompt_format="few_shot", layer=1).fit(
+        hooked, list(splits["probe"].items), list(splits["dsv"].items), shots=shots
+    )
+    assert fs.layer_ == 1
+    report = evaluate(
+        hooked,
+        list(splits["eval"].items),
+        fs,
+        scoring="loglik",
+        prompt_format="few_shot",
+        shots=shots,
+    )
+    assert report.settings["prompt_format"] == "few_shot"
+    with pytest.raises(ConfigError):
+        evaluate(hooked, list(splits["eval"].items), fs, scoring="loglik", prompt_format="few_shot")

@@ -60,3 +60,12 @@ def test_bad_inputs(tiny, items):
         score_items(hooked, [])
     with pytest.raises(ConfigError, match="padding_side"):
         score_items(hooked, items[:2], padding_side="middle")  # type: ignore[arg-type]
+
+
+def test_too_long_prompt_is_a_clear_error(tiny, items):
+    from fairlens.testing import tiny_hooked
+
+    short, _, _ = tiny_hooked(seed=0)
+    short.cfg.n_ctx = 16  # pretend a small context window
+    with pytest.raises(ConfigError, match="context is 16 tokens"):
+        score_items(short, items[:2])

@@ -1,0 +1,141 @@
+"""Mechanistic analysis built on FairSteer's stages: separability, geometry, sweeps, ablations.
+
+Every function returns a frozen result dataclass (with ``to_dict``); figures are made from those
+results by :mod:`fairlens.plots`. Names are resolved lazily, so importing this package is cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS: dict[str, str] = {
+    "HeadSweep": "separability",
+    "HookTypeSweep": "separability",
+    "LayerMetrics": "separability",
+    "PCAResult": "separability",
+    "ProjectionResult": "separability",
+    "head_probe_sweep": "separability",
+    "head_sweep_from_acts": "separability",
+    "hook_type_sweep": "separability",
+    "layer_pca": "separability",
+    "projections": "separability",
+    "separability_metrics": "separability",
+    "CosineMatrix": "geometry",
+    "MethodCosines": "geometry",
+    "category_cosines": "geometry",
+    "category_dsvs": "geometry",
+    "cosine_matrix": "geometry",
+    "layer_cosines": "geometry",
+    "method_cosines": "geometry",
+    "pooled_dsv": "geometry",
+    "SteererFactory": "sweeps",
+    "SteeringPoint": "sweeps",
+    "SteeringSweep": "sweeps",
+    "steering_sweep": "sweeps",
+    "AblationEffect": "ablation",
+    "AblationRow": "ablation",
+    "ablate": "ablation",
+    "ablation_effect": "ablation",
+    "directional_ablation": "ablation",
+    "explore_ablation": "ablation",
+    "mean_ablation": "ablation",
+    "mean_activation": "ablation",
+    "zero_ablation": "ablation",
+    "TokenView": "tokens",
+    "token_view": "tokens",
+}
+
+__all__ = [
+    "AblationEffect",
+    "AblationRow",
+    "CosineMatrix",
+    "HeadSweep",
+    "HookTypeSweep",
+    "LayerMetrics",
+    "MethodCosines",
+    "PCAResult",
+    "ProjectionResult",
+    "SteererFactory",
+    "SteeringPoint",
+    "SteeringSweep",
+    "TokenView",
+    "ablate",
+    "ablation_effect",
+    "category_cosines",
+    "category_dsvs",
+    "cosine_matrix",
+    "directional_ablation",
+    "explore_ablation",
+    "head_probe_sweep",
+    "head_sweep_from_acts",
+    "hook_type_sweep",
+    "layer_cosines",
+    "layer_pca",
+    "mean_ablation",
+    "mean_activation",
+    "method_cosines",
+    "pooled_dsv",
+    "projections",
+    "separability_metrics",
+    "steering_sweep",
+    "token_view",
+    "zero_ablation",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'fairlens.analysis' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"fairlens.analysis.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
+
+if TYPE_CHECKING:
+    from fairlens.analysis.ablation import (
+        AblationEffect,
+        AblationRow,
+        ablate,
+        ablation_effect,
+        directional_ablation,
+        explore_ablation,
+        mean_ablation,
+        mean_activation,
+        zero_ablation,
+    )
+    from fairlens.analysis.geometry import (
+        CosineMatrix,
+        MethodCosines,
+        category_cosines,
+        category_dsvs,
+        cosine_matrix,
+        layer_cosines,
+        method_cosines,
+        pooled_dsv,
+    )
+    from fairlens.analysis.separability import (
+        HeadSweep,
+        HookTypeSweep,
+        LayerMetrics,
+        PCAResult,
+        ProjectionResult,
+        head_probe_sweep,
+        head_sweep_from_acts,
+        hook_type_sweep,
+        layer_pca,
+        projections,
+        separability_metrics,
+    )
+    from fairlens.analysis.sweeps import (
+        SteererFactory,
+        SteeringPoint,
+        SteeringSweep,
+        steering_sweep,
+    )
+    from fairlens.analysis.tokens import TokenView, token_view

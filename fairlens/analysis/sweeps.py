@@ -1,0 +1,272 @@
+"""Steering sweeps: BBQ accuracy and bias scores over layer x alpha (x tau), dynamic vs static.
+
+The paper fixes ``alpha = 1``, ``tau = 0.5`` and one layer. :func:`steering_sweep` measures what
+those choices cost or buy: for every layer, strength ``alpha`` and gate threshold ``tau`` it steers
+the model (dynamic = gated by the probe, static = always on, the paper's "DSV only") and scores the
+same BBQ items, reporting ambiguous / disambiguated accuracy and ``s_AMB`` / ``s_DIS``. Static
+steering ignores ``tau``, so it is run once per (layer, alpha).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from itertools import product
+from typing import Any, Literal, Protocol
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from fairlens.data import BBQItem, PromptFormat
+from fairlens.directions import Directions
+from fairlens.errors import ConfigError
+from fairlens.metrics import BBQMetrics, bbq_metrics
+from fairlens.scoring import ScoringMode, score_items
+from fairlens.steering import Steerer, SteeringConfig
+from fairlens.sweep import SweepResult
+
+__all__ = ["METRICS", "SteererFactory", "SteeringPoint", "SteeringSweep", "steering_sweep"]
+
+METRICS: tuple[str, ...] = ("acc_ambig", "acc_disambig", "s_amb", "s_dis")
+"""Pooled metrics each sweep point records (accuracies are fractions, bias scores x100)."""
+
+Mode = Literal["base", "dynamic", "static"]
+
+
+class SteererSource(Protocol):
+    """Anything that builds a :class:`Steerer` per layer/mode/alpha/tau (e.g. a fitted FairSteer)."""
+
+    def steerer(
+        self,
+        *,
+        mode: Any = ...,
+        alpha: float | None = ...,
+        tau: float | None = ...,
+        positions: Any = ...,
+        layer: int | None = ...,
+    ) -> Steerer: ...
+
+
+@dataclass(frozen=True, eq=False)
+class SteererFactory:
+    """Builds :class:`Steerer` s from a probe sweep and per-layer directions, without a FairSteer.
+
+    For analysis on activations you extracted yourself: the DSV (or any direction) and the probe of
+    each swept layer, combined exactly as :meth:`FairSteer.steerer` combines them.
+
+    Attributes:
+        sweep: Probe sweep over the candidate layers (gates).
+        directions: One steering vector per hook of ``sweep`` (same hook names).
+        positions: Default position policy (``"generated"``: the paper's).
+    """
+
+    sweep: SweepResult
+    directions: Directions
+    positions: str = "generated"
+
+    def __post_init__(self) -> None:
+        missing = [h for h in self.sweep.hook_names if h not in self.directions.hook_names]
+        if missing:
+            raise ConfigError(f"No direction for the swept hooks {missing}.")
+
+    def steerer(
+        self,
+        *,
+        mode: Any = "dynamic",
+        alpha: float | None = None,
+        tau: float | None = None,
+        positions: Any = None,
+        layer: int | None = None,
+    ) -> Steerer:
+        """A steerer at ``layer`` (default: the sweep's best layer)."""
+        layer = self.sweep.best_layer() if layer is None else layer
+        probe = self.sweep.probe(layer)
+        name = self.sweep.hook_names[self.sweep.layers.index(layer)]
+        cfg = SteeringConfig(
+            mode=mode,
+            alpha=1.0 if alpha is None else alpha,
+            tau=0.5 if tau is None else tau,
+            positions=positions or self.positions,  # type: ignore[arg-type]
+        )
+        return Steerer(
+            name,
+            self.directions.at(name),
+            torch.from_numpy(probe.coef_[0]).float(),
+            float(probe.intercept_[0]),
+            cfg,
+        )
+
+
+@dataclass(frozen=True)
+class SteeringPoint:
+    """Pooled BBQ metrics of one steering setting.
+
+    Attributes:
+        mode: ``"base"`` (no steering), ``"dynamic"`` or ``"static"``.
+        layer: Steered layer (``-1`` for base).
+        alpha: Steering strength (0 for base).
+        tau: Gate threshold (NaN for base and static).
+        acc_ambig, acc_disambig: Pooled accuracies (fractions).
+        s_amb, s_dis: Pooled bias scores (x100).
+        gate_rate: Fraction of probed positions steered (NaN for base).
+    """
+
+    mode: str
+    layer: int
+    alpha: float
+    tau: float
+    acc_ambig: float
+    acc_disambig: float
+    s_amb: float
+    s_dis: float
+    gate_rate: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            k: (None if isinstance(v, float) and not np.isfinite(v) else v)
+            for k, v in asdict(self).items()
+        }
+
+
+def _nan(x: float | None) -> float:
+    return float("nan") if x is None else float(x)
+
+
+def _point(
+    mode: str, layer: int, alpha: float, tau: float, m: BBQMetrics, rate: float
+) -> SteeringPoint:
+    p = m.pooled
+    return SteeringPoint(
+        mode, layer, alpha, tau, _nan(p.acc_ambig), _nan(p.acc_disambig), _nan(p.s_amb), _nan(p.s_dis), rate
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class SteeringSweep:
+    """All points of a sweep plus the unsteered baseline.
+
+    Attributes:
+        base: The unsteered model's point.
+        points: One point per (mode, layer, alpha, tau) setting.
+        layers, alphas, taus: The swept values.
+        n_items: Items scored per point.
+        hook_kind: Hook kind steered (e.g. ``"resid_post"``).
+    """
+
+    base: SteeringPoint
+    points: tuple[SteeringPoint, ...]
+    layers: tuple[int, ...]
+    alphas: tuple[float, ...]
+    taus: tuple[float, ...]
+    n_items: int
+    hook_kind: str
+
+    def grid(self, metric: str, mode: str = "dynamic", tau: float | None = None) -> np.ndarray:
+        """``[layer, alpha]`` array of ``metric`` for one mode (and ``tau``, default the first)."""
+        if metric not in (*METRICS, "gate_rate"):
+            raise ConfigError(f"Unknown metric {metric!r}; valid: {[*METRICS, 'gate_rate']}.")
+        tau = self.taus[0] if tau is None else tau
+        out = np.full((len(self.layers), len(self.alphas)), np.nan)
+        for p in self.points:
+            if p.mode == mode and (mode == "static" or p.tau == tau):
+                out[self.layers.index(p.layer), self.alphas.index(p.alpha)] = getattr(p, metric)
+        return out
+
+    def best(self, metric: str = "acc_ambig", mode: str = "dynamic") -> SteeringPoint:
+        """The point of ``mode`` with the highest ``metric`` (lowest |bias| for ``s_*``)."""
+        cands = [p for p in self.points if p.mode == mode]
+        if not cands:
+            raise ConfigError(f"No {mode!r} points in this sweep.")
+        if metric.startswith("s_"):
+            return min(cands, key=lambda p: abs(getattr(p, metric)))
+        return max(cands, key=lambda p: getattr(p, metric))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "base": self.base.to_dict(),
+            "points": [p.to_dict() for p in self.points],
+            "layers": list(self.layers),
+            "alphas": list(self.alphas),
+            "taus": list(self.taus),
+            "n_items": self.n_items,
+            "hook_kind": self.hook_kind,
+        }
+
+
+def steering_sweep(
+    model: Any,
+    items: Sequence[BBQItem],
+    source: SteererSource,
+    *,
+    layers: Sequence[int],
+    alphas: Sequence[float] = (0.5, 1.0, 2.0),
+    taus: Sequence[float] = (0.5,),
+    modes: Sequence[str] = ("dynamic", "static"),
+    scoring: ScoringMode = "letter",
+    prompt_format: PromptFormat = "zero_shot",
+    positions: str | None = None,
+    batch_size: int = 16,
+    progress: bool = False,
+) -> SteeringSweep:
+    """Score ``items`` under steering at every (mode, layer, alpha, tau) and unsteered.
+
+    Args:
+        model: The ``HookedTransformer`` the source was fitted on.
+        items: Evaluation items (keep them template-disjoint from the fitting data).
+        source: A fitted :class:`~fairlens.FairSteer` (or any object with a compatible
+            ``steerer(mode=, alpha=, tau=, positions=, layer=)``); its DSV and probe of each layer
+            are used.
+        layers: Layers to steer (must have been fitted).
+        alphas: Steering strengths.
+        taus: Gate thresholds (dynamic mode only).
+        modes: ``"dynamic"`` and/or ``"static"``.
+        scoring: ``"letter"`` or ``"loglik"``.
+        prompt_format: Prompt format.
+        positions: Position policy override (default: the source's).
+        batch_size: Items per forward pass.
+        progress: Show a progress bar over settings.
+
+    Returns:
+        A :class:`SteeringSweep`; ``grid(metric, mode)`` gives the ``[layer, alpha]`` heatmap.
+    """
+    bad = [m for m in modes if m not in ("dynamic", "static")]
+    if bad or not modes:
+        raise ConfigError(f"modes must be 'dynamic' and/or 'static'; received {list(modes)}.")
+    if not layers or not alphas or not taus:
+        raise ConfigError("layers, alphas and taus must each have at least one value.")
+
+    def run() -> np.ndarray:
+        res = score_items(
+            model, items, mode=scoring, prompt_format=prompt_format, batch_size=batch_size
+        )
+        return res.predictions.numpy()
+
+    base = _point("base", -1, 0.0, float("nan"), bbq_metrics(items, run()), float("nan"))
+    settings: list[tuple[str, int, float, float]] = []
+    for mode, layer, alpha in product(modes, layers, alphas):
+        for tau in taus if mode == "dynamic" else (float("nan"),):
+            settings.append((mode, int(layer), float(alpha), float(tau)))
+    points = []
+    hook_kind = ""
+    for mode, layer, alpha, tau in tqdm(settings, desc="steering sweep", disable=not progress):
+        steerer = source.steerer(
+            mode=mode,
+            alpha=alpha,
+            tau=0.5 if mode == "static" else tau,
+            positions=positions,
+            layer=layer,
+        )
+        hook_kind = steerer.hook_name.rsplit("hook_", 1)[-1]
+        with steerer.apply(model) as stats:
+            preds = run()
+        points.append(_point(mode, layer, alpha, tau, bbq_metrics(items, preds), stats.rate))
+    return SteeringSweep(
+        base,
+        tuple(points),
+        tuple(int(v) for v in layers),
+        tuple(float(a) for a in alphas),
+        tuple(float(t) for t in taus),
+        len(items),
+        hook_kind,
+    )
