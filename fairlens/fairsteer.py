@@ -35,7 +35,7 @@ from fairlens.extraction import extract_activations
 from fairlens.hooks import HOOK_KINDS, hook_name
 from fairlens.metrics import accuracy, probe_labels
 from fairlens.models import ModelInfo, get_model_info
-from fairlens.scoring import ScoringMode, build_prompts, score_items
+from fairlens.scoring import ScoreResult, ScoringMode, build_prompts, score_items
 from fairlens.steering import GateStats, PositionPolicy, Steerer, SteeringConfig, SteerMode
 from fairlens.sweep import SweepResult, probe_sweep
 
@@ -133,15 +133,7 @@ class FairSteer:
             raise ConfigError("selection='bbq' needs select_items (a held-out selection split).")
 
         # 1. BAD: labels from the unsteered model's own answers, activations at the last prompt token.
-        base = score_items(
-            model,
-            probe_items,
-            mode=cfg.scoring,
-            prompt_format=cfg.prompt_format,
-            shots=shots,
-            batch_size=cfg.batch_size,
-            progress=progress,
-        )
+        base = self._score(model, probe_items, shots, progress)
         keep, y = probe_labels(probe_items, base.predictions)
         kept = [probe_items[i] for i in keep]
         n_pos, n_neg = int((y == 1).sum()), int((y == 0).sum())
@@ -235,17 +227,24 @@ class FairSteer:
             for score in tqdm(ranked, desc="selecting layer", disable=not progress):
                 self.layer_ = score.layer
                 with self.steering(model, mode="dynamic"):
-                    res = score_items(
-                        model,
-                        select_items,
-                        mode=cfg.scoring,
-                        prompt_format=cfg.prompt_format,
-                        shots=shots,
-                        batch_size=cfg.batch_size,
-                    )
+                    res = self._score(model, select_items, shots)
                 self.selection_scores_[self.layer_] = accuracy(select_items, res.predictions)
             self.layer_ = max(self.selection_scores_, key=lambda k: (self.selection_scores_[k], -k))
         return self
+
+    def _score(
+        self,
+        model: Any,
+        items: Sequence[BBQItem],
+        shots: Sequence[BBQItem] | None,
+        progress: bool = False,
+    ) -> ScoreResult:
+        """Score items with this config's scoring mode and prompt format (left padding)."""
+        cfg = self.config
+        return score_items(
+            model, items, mode=cfg.scoring, prompt_format=cfg.prompt_format, shots=shots,
+            batch_size=cfg.batch_size, padding_side="left", progress=progress,
+        )  # fmt: skip
 
     # ------------------------------------------------------------------ applying
     def _check_fitted(self) -> None:

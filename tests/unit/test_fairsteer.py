@@ -140,3 +140,22 @@ def test_few_shot_fit_and_evaluate():
     assert report.settings["prompt_format"] == "few_shot"
     with pytest.raises(ConfigError):
         evaluate(hooked, list(splits["eval"].items), fs, scoring="loglik", prompt_format="few_shot")
+
+
+def test_layer_selection_by_bbq_accuracy():
+    """selection='bbq' tries the top-k probe layers with steering on the selection split."""
+    hooked, _, _ = tiny_hooked(seed=0)
+    items = synthetic_items(n_templates=10, per_template=12, categories=("Age", "SES", "Religion"))
+    splits = split_by_template(items, {"probe": 0.6, "dsv": 0.2, "select": 0.2}, seed=0)
+    fs = FairSteer(scoring="loglik", selection="bbq", top_k=2, layers=(0, 1, 2)).fit(
+        hooked, list(splits["probe"].items), list(splits["dsv"].items), list(splits["select"].items)
+    )
+    assert len(fs.selection_scores_) == 2
+    assert fs.layer_ in fs.selection_scores_
+    assert fs.selection_scores_[fs.layer_] == max(fs.selection_scores_.values())
+    top2 = sorted(fs.sweep_.scores, key=lambda s: -s.accuracy)[:2]
+    assert set(fs.selection_scores_) == {s.layer for s in top2}
+    with pytest.raises(ConfigError, match="needs select_items"):
+        FairSteer(scoring="loglik", selection="bbq").fit(
+            hooked, list(splits["probe"].items), list(splits["dsv"].items)
+        )
