@@ -95,7 +95,11 @@ def _band(
     )
 
 
-_PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b"]
+# 12 distinct colours: enough for BBQ's 11 categories without repeats.
+_PALETTE = [
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b",
+    "#e377c2", "#7f7f7f", "#bcbd22", "#17becf", "#393b79", "#e7ba52",
+]  # fmt: skip
 
 
 def layer_curves(res: HookTypeSweep | SweepResult, *, title: str | None = None) -> go.Figure:
