@@ -77,17 +77,22 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def timed(fn: Callable[[], Any], device: str, repeats: int) -> float:
-    """Median seconds of ``fn`` over ``repeats`` runs after one warm-up."""
-    fn()
-    sync(device)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
+def timed_interleaved(
+    fns: dict[str, Callable[[], Any]], device: str, repeats: int
+) -> dict[str, float]:
+    """Median seconds per variant, running the variants round-robin so that load drifts on a shared
+    machine hit all of them alike (one warm-up each first)."""
+    for fn in fns.values():
         fn()
-        sync(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    sync(device)
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            sync(device)
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def machine(device: str) -> dict[str, Any]:

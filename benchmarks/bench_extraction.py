@@ -7,7 +7,7 @@ Run: .venv/bin/python benchmarks/bench_extraction.py [--device cuda] [--quick]
 from __future__ import annotations
 
 import torch
-from _common import load_models, parse_args, timed, write
+from _common import load_models, parse_args, timed_interleaved, write
 
 from fairlens.extraction import extract_activations
 
@@ -42,14 +42,14 @@ def main() -> None:
     def fairlens_lean_hf():
         extract_activations(hf, seqs, batch_size=args.batch)
 
+    variants = {
+        "plain_hf_forward": plain_hf,
+        "plain_hf_output_hidden_states": plain_hf_hidden_states,
+        "fairlens_tl_all_layers": fairlens_tl,
+        "fairlens_lean_hf_all_layers": fairlens_lean_hf,
+    }
     rows = {}
-    for name, fn in (
-        ("plain_hf_forward", plain_hf),
-        ("plain_hf_output_hidden_states", plain_hf_hidden_states),
-        ("fairlens_tl_all_layers", fairlens_tl),
-        ("fairlens_lean_hf_all_layers", fairlens_lean_hf),
-    ):
-        secs = timed(fn, args.device, args.repeats)
+    for name, secs in timed_interleaved(variants, args.device, args.repeats).items():
         rows[name] = {"seconds": secs, "tokens_per_s": n_tokens / secs}
     base = rows["plain_hf_forward"]["tokens_per_s"]
     print(f"{n_rows} rows x {args.seq} tokens ({desc}):")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from _common import load_models, parse_args, timed, write
+from _common import load_models, parse_args, timed_interleaved, write
 from sklearn.linear_model import LogisticRegression
 
 from fairlens.steering import Steerer, SteeringConfig
@@ -65,14 +65,14 @@ def run_batch(hooked, hf, steerer, clf, layer, vector, prompt, new, args) -> dic
         finally:
             handle.remove()
 
+    variants = {
+        "plain_hf": hf_generate,
+        "fast_path_fairsteer": fast,
+        "tl_generate_fairsteer": tl,
+        "reference_cpu_sklearn_gate": reference,
+    }
     row = {}
-    for name, fn in (
-        ("plain_hf", hf_generate),
-        ("fast_path_fairsteer", fast),
-        ("tl_generate_fairsteer", tl),
-        ("reference_cpu_sklearn_gate", reference),
-    ):
-        secs = timed(fn, args.device, args.repeats)
+    for name, secs in timed_interleaved(variants, args.device, args.repeats).items():
         row[name] = {"seconds": secs, "tokens_per_s": batch * new / secs}
     base = row["plain_hf"]["tokens_per_s"]
     for v in row.values():
