@@ -154,6 +154,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         "tau": args.tau,
         "dsv_position": args.dsv_position,
         "batch_size": args.batch_size,
+        "eval_backend": args.eval_backend,
         "threads": args.threads,
         "seed": args.seed,
         "out_dir": args.out_dir,
@@ -241,6 +242,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--tau", type=float, default=None)
     run.add_argument("--dsv-position", choices=["answer", "colon"], default=None)
     run.add_argument("--batch-size", type=int, default=None)
+    run.add_argument(
+        "--eval-backend",
+        choices=["tl", "hf"],
+        default=None,
+        help="evaluate on the HookedTransformer (tl, default) or the plain transformers model (hf, fast path)",
+    )
     run.add_argument("--seed", type=int, default=None)
     run.add_argument("--out-dir", default=None)
     run.set_defaults(func=_cmd_run)

@@ -27,7 +27,7 @@ from fairlens.data import (
 from fairlens.errors import ConfigError
 from fairlens.evaluation import evaluate
 from fairlens.fairsteer import FairSteer, FairSteerConfig
-from fairlens.models import get_model_info, load_model
+from fairlens.models import get_model_info, load_hf, load_model
 from fairlens.runtime import set_threads
 from fairlens.scoring import ScoringMode
 
@@ -57,6 +57,7 @@ class RunConfig:
     C: float = 1.0
     dsv_position: Literal["answer", "colon"] = "answer"
     batch_size: int = 16
+    eval_backend: Literal["tl", "hf"] = "tl"  # "hf": evaluate on the plain transformers model
     threads: int | None = None
     seed: int = 42
     out_dir: str = "runs"
@@ -71,6 +72,8 @@ class RunConfig:
             raise ConfigError(
                 f"fractions must name exactly the splits {sorted(DEFAULT_FRACTIONS)}."
             )
+        if self.eval_backend not in ("tl", "hf"):
+            raise ConfigError(f"eval_backend must be 'tl' or 'hf', got {self.eval_backend!r}.")
         if not self.name or "/" in self.name:
             raise ConfigError(f"Run name must be a non-empty folder name, got {self.name!r}.")
 
@@ -175,10 +178,14 @@ def run_pipeline(cfg: RunConfig, *, progress: bool = True, log: Any = None) -> d
 
     t = time.perf_counter()
     say(f"evaluating base / static / FairSteer on {len(chosen['eval'])} eval items")
+    eval_model, eval_tokenizer = model, None
+    if cfg.eval_backend == "hf":  # the fast path: same fitted steerer on the plain HF model
+        eval_model, eval_tokenizer, _ = load_hf(cfg.model)
     report = evaluate(
-        model,
+        eval_model,
         chosen["eval"],
         fs,
+        tokenizer=eval_tokenizer,
         scoring=cfg.scoring,
         prompt_format=cfg.prompt_format,
         shots=shots,

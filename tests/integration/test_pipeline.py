@@ -46,3 +46,24 @@ def test_run_writes_report_with_three_methods(smollm2, bbq_items, tmp_path, caps
     eval_templates = set(report["data"]["eval_templates"])
     assert eval_templates and not eval_templates & set(fs.fitted_templates_)
     assert report["config"]["scoring"] == "letter" and report["model"]["d_model"] == 576
+
+
+def test_fast_path_evaluation_matches_tl_on_smollm2(smollm2, bbq_items):
+    """The steerer fitted by the TL pipeline gives the same BBQ predictions on the plain HF model."""
+    from fairlens.data import split_by_template, subsample
+    from fairlens.evaluation import evaluate
+
+    hooked, hf, tok = smollm2
+    splits = split_by_template(
+        [it for it in bbq_items if it.category in ("Age", "Religion", "SES")],
+        {"probe": 0.6, "dsv": 0.2, "eval": 0.2},
+        seed=0,
+    )
+    fs = FairSteer(layer=12, scoring="letter").fit(
+        hooked, subsample(splits["probe"].items, 40), list(splits["dsv"].items)
+    )
+    items = subsample(splits["eval"].items, 4)
+    tl = evaluate(hooked, items, fs)
+    fast = evaluate(hf, items, fs, tokenizer=tok)
+    for a, b in zip(tl.results, fast.results, strict=True):
+        assert a.metrics.to_dict() == b.metrics.to_dict() and a.gate_rate == b.gate_rate
