@@ -244,7 +244,8 @@ def summary_text(report: dict[str, Any], table: str) -> str:
         f"FairSteer on {report['model']['name']} ({cfg['scoring']} scoring, {cfg['prompt_format']}, "
         f"alpha={cfg['alpha']}, tau={cfg['tau']}, hook {cfg['hook_kind']})",
         "splits (disjoint by BBQ template): "
-        + ", ".join(f"{k} n={v['n']}" for k, v in used.items()),
+        + ", ".join(f"{k} n={v['n']}" for k, v in used.items() if k != "dsv")
+        + f"; DSV: {fsr.get('dsv_pairs', '?')} contrastive pairs from a {used['dsv']['n']}-item split",
         f"probe labels: {fsr['probe_counts']['unbiased']} unbiased / {fsr['probe_counts']['biased']} biased; "
         f"best probe val acc {100 * best['accuracy']:.1f}% at layer {best['layer']}; steering layer {fsr['layer']}",
         f"evaluation on the eval split (n={report['evaluation']['n_items']}):",
