@@ -207,7 +207,8 @@ def _dequantise_gguf(gguf_path: Path, dest: Path) -> None:
         config.save_pretrained(tmp)
         save_model(hf_model, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         tokenizer.save_pretrained(tmp)
-        os.replace(tmp, dest) if not dest.exists() else shutil.rmtree(tmp)
+        if not dest.exists():  # another process may have finished first; `finally` cleans tmp
+            os.replace(tmp, dest)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
