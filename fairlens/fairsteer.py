@@ -189,7 +189,7 @@ class FairSteer:
 
         # Comparison directions (same layers): probe weights, first PC, and the DSV at the other
         # read position; cosines per layer go into reports.
-        colon = dsv_at_colon(acts)
+        colon = dsv if cfg.dsv_position == "colon" else dsv_at_colon(acts)
         pca = pca_direction(acts)
         probe_dirs = sweep.coef.float()
         self.direction_cosines_ = {
