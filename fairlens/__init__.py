@@ -40,6 +40,11 @@ _EXPORTS: dict[str, str] = {
     "FairSteer": "fairlens.fairsteer",
     "FairSteerConfig": "fairlens.fairsteer",
     "evaluate": "fairlens.evaluation",
+    # the baselines panel: BBQ, CrowS-Pairs, open-ended generation, utility
+    "evaluate_panel": "fairlens.panel",
+    "PanelConfig": "fairlens.panel",
+    "load_crows_pairs": "fairlens.data.crows_pairs",
+    "generate_greedy": "fairlens.generation",
     "RunConfig": "fairlens.pipeline",
     "run_pipeline": "fairlens.pipeline",
 }
@@ -51,6 +56,7 @@ __all__ = [
     "FairSteerConfig",
     "LinearProbe",
     "ModelInfo",
+    "PanelConfig",
     "RunConfig",
     "Steerer",
     "SteeringConfig",
@@ -59,10 +65,13 @@ __all__ = [
     "compute_dsv",
     "contrastive_pairs",
     "evaluate",
+    "evaluate_panel",
     "extract_activations",
     "format_prompt",
+    "generate_greedy",
     "get_model_info",
     "load_bbq",
+    "load_crows_pairs",
     "load_hf",
     "load_model",
     "probe_labels",
@@ -88,12 +97,15 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:
     from fairlens.data import BBQItem, contrastive_pairs, format_prompt, load_bbq, split_by_template
+    from fairlens.data.crows_pairs import load_crows_pairs
     from fairlens.directions import compute_dsv
     from fairlens.evaluation import evaluate
     from fairlens.extraction import Activations, extract_activations
     from fairlens.fairsteer import FairSteer, FairSteerConfig
+    from fairlens.generation import generate_greedy
     from fairlens.metrics import bbq_metrics, probe_labels
     from fairlens.models import ModelInfo, get_model_info, load_hf, load_model
+    from fairlens.panel import PanelConfig, evaluate_panel
     from fairlens.pipeline import RunConfig, run_pipeline
     from fairlens.probes import LinearProbe
     from fairlens.scoring import score_items

@@ -91,9 +91,13 @@ def build_prompts(
     prompt_format: PromptFormat,
     tokenizer: Any,
     shots: Sequence[BBQItem] | None,
+    instruction: str | None = None,
 ) -> list[str]:
-    """Prompts for ``items`` in the given format."""
-    return [format_prompt(it, prompt_format, tokenizer=tokenizer, shots=shots) for it in items]
+    """Prompts for ``items`` in the given format (``instruction`` first, if given)."""
+    return [
+        format_prompt(it, prompt_format, tokenizer=tokenizer, shots=shots, instruction=instruction)
+        for it in items
+    ]
 
 
 def _score_letter(
@@ -174,6 +178,7 @@ def score_items(
     padding_side: PaddingSide = "left",
     reduction: Reduction = "mean",
     progress: bool = False,
+    instruction: str | None = None,
 ) -> ScoreResult:
     """Score BBQ items with ``model`` (TL or plain HF), returning scores and predictions.
 
@@ -188,6 +193,7 @@ def score_items(
         padding_side: Where to pad; results do not depend on it (tested).
         reduction: For ``loglik``: ``"mean"`` log-prob per answer token, or ``"sum"``.
         progress: Show a progress bar.
+        instruction: Text put before each prompt (the prompting baseline).
     """
     if mode not in SCORERS:
         raise ConfigError(
@@ -199,7 +205,7 @@ def score_items(
     if len(items) == 0:
         raise ConfigError("No items to score.", "Check the data selection (categories, limits).")
     tok = _tokenizer(model, tokenizer)
-    prompt_ids = encode(tok, build_prompts(items, prompt_format, tok, shots))
+    prompt_ids = encode(tok, build_prompts(items, prompt_format, tok, shots, instruction))
     scores = SCORERS[mode](
         model,
         prompt_ids,
@@ -217,5 +223,9 @@ def score_items(
         mode=mode,
         prompt_format=prompt_format,
         reduction=reduction if mode == "loglik" else None,
-        settings={"batch_size": batch_size, "padding_side": padding_side},
+        settings={
+            "batch_size": batch_size,
+            "padding_side": padding_side,
+            **({"instruction": instruction} if instruction else {}),
+        },
     )

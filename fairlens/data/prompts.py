@@ -60,6 +60,7 @@ def format_prompt(
     *,
     tokenizer: ChatTokenizer | None = None,
     shots: Sequence[BBQItem] | None = None,
+    instruction: str | None = None,
 ) -> str:
     """Render ``item`` as a prompt that ends where the model should write the answer letter.
 
@@ -74,6 +75,8 @@ def format_prompt(
         tokenizer: Required for ``"chat"`` (a Hugging Face tokenizer with a chat template).
         shots: Solved examples for ``"few_shot"`` (see :func:`few_shot_examples`); must not
             contain ``item``.
+        instruction: Text put before everything else (``"{instruction}\n\n"``; in the chat
+            format at the start of the user turn) — the prompting baseline's debiasing instruction.
 
     Raises:
         ConfigError: Unknown format, missing tokenizer/shots, shots given for another format, or
@@ -88,9 +91,10 @@ def format_prompt(
             f"shots were given but the prompt format is {fmt!r}, which does not use them.",
             'pass fmt="few_shot", or drop shots.',
         )
+    lead = f"{instruction.strip()}\n\n" if instruction and instruction.strip() else ""
     zero_shot = f"{_block(item)}\nAnswer:"
     if fmt == "zero_shot":
-        return zero_shot
+        return lead + zero_shot
     if fmt == "few_shot":
         if not shots:
             raise ConfigError(
@@ -103,13 +107,13 @@ def format_prompt(
                 "draw the shots from a pool disjoint from the evaluated items.",
             )
         solved = "".join(f"{_block(s)}\nAnswer: {LETTERS[s.label]}\n\n" for s in shots)
-        return solved + zero_shot
+        return lead + solved + zero_shot
     if tokenizer is None:
         raise ConfigError(
             "the chat format needs the model's tokenizer.",
             'pass tokenizer=<the model tokenizer>, or use fmt="zero_shot".',
         )
-    messages = [{"role": "user", "content": f"{_block(item)}\n{CHAT_INSTRUCTION}"}]
+    messages = [{"role": "user", "content": f"{lead}{_block(item)}\n{CHAT_INSTRUCTION}"}]
     try:
         rendered = tokenizer.apply_chat_template(
             messages, tokenize=False, add_generation_prompt=True

@@ -1,0 +1,120 @@
+"""Token log-probabilities of whole texts (CrowS-Pairs sentences, perplexity corpora).
+
+Every text is scored from its first word: it is preceded by the tokenizer's BOS token (EOS when
+the tokenizer has no BOS — for GPT-style vocabularies that is the document separator), and
+optionally by a fixed prefix (the prompting baseline's instruction), which is context only and
+never scored. The prefix and the text are tokenised apart, so a text gets identical tokens with
+and without a prefix.
+
+Works on a ``HookedTransformer`` or a plain transformers model; hooks active on the model apply.
+Passing a recording :class:`~fairlens.steering.GateStats` also returns the gate's P(unbiased) at
+each text token (the steerer must use the ``"all"`` position policy).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from fairlens.batching import forward_logits, length_sorted_chunks, pad_id, pad_sequences
+from fairlens.errors import ConfigError
+
+__all__ = ["TextScores", "start_ids", "text_logprobs"]
+
+
+@dataclass(frozen=True)
+class TextScores:
+    """Per text: log-prob of each text token; optionally the gate's P(unbiased) at each token."""
+
+    logprobs: tuple[Float[Tensor, " n_tokens"], ...]
+    gate_p_unbiased: tuple[Float[Tensor, " n_tokens"], ...] | None
+
+    @property
+    def sums(self) -> Float[Tensor, " n_texts"]:
+        return torch.stack([lp.sum() for lp in self.logprobs])
+
+    @property
+    def n_tokens(self) -> int:
+        return sum(int(lp.numel()) for lp in self.logprobs)
+
+    def perplexity(self) -> float:
+        """exp of the mean negative log-prob over all text tokens (token-weighted)."""
+        total = torch.cat(list(self.logprobs))
+        return float(torch.exp(-total.mean()))
+
+
+def start_ids(tokenizer: Any) -> list[int]:
+    """The id(s) every scored text starts after: BOS, else EOS."""
+    for attr in ("bos_token_id", "eos_token_id"):
+        value = getattr(tokenizer, attr, None)
+        if isinstance(value, int):
+            return [value]
+    raise ConfigError(
+        "the tokenizer has neither a BOS nor an EOS token, so a text's first word cannot be scored.",
+        "use a tokenizer with a BOS or EOS token.",
+    )
+
+
+def text_logprobs(
+    model: Any,
+    tokenizer: Any,
+    texts: Sequence[str],
+    *,
+    prefix: str | None = None,
+    batch_size: int = 16,
+    gate: Any | None = None,
+    progress: bool = False,
+    desc: str = "scoring texts",
+) -> TextScores:
+    """Log-probability of every token of every text (context: start token + optional prefix).
+
+    Args:
+        model: ``HookedTransformer`` or plain transformers causal LM.
+        tokenizer: The model's tokenizer.
+        texts: Texts to score (must be non-empty strings).
+        prefix: Context put before each text (not scored), followed by a blank line.
+        gate: The :class:`~fairlens.steering.GateStats` yielded by a *recording* steerer applied
+            to ``model`` with ``positions="all"``; then P(unbiased) per text token is returned.
+    """
+    if not texts:
+        raise ConfigError("no texts to score.")
+    context = start_ids(tokenizer)
+    if prefix and prefix.strip():
+        context = context + tokenizer.encode(prefix.strip() + "\n\n", add_special_tokens=False)
+    bodies = [tokenizer.encode(t, add_special_tokens=False) for t in texts]
+    empty = [i for i, b in enumerate(bodies) if not b]
+    if empty:
+        raise ConfigError(f"text {empty[0]} is empty after tokenisation.", "drop empty texts.")
+    sequences = [context + b for b in bodies]
+    n_ctx = len(context)
+    logprobs: list[Tensor] = [torch.empty(0)] * len(texts)
+    gate_p: list[Tensor] = [torch.empty(0)] * len(texts)
+    recording = gate is not None
+    chunks = list(length_sorted_chunks([len(s) for s in sequences], batch_size))
+    for rows in tqdm(chunks, desc=desc, disable=not progress, unit="batch"):
+        batch = pad_sequences(
+            [sequences[r] for r in rows], pad_token_id=pad_id(tokenizer), padding_side="left"
+        )
+        n_calls = len(gate.history) if recording else 0
+        with torch.no_grad():
+            lp = forward_logits(model, batch).float().log_softmax(-1).cpu()
+        if recording and len(gate.history) != n_calls + 1:
+            raise ConfigError(
+                "gate stats were passed but the steerer recorded nothing for this forward call.",
+                "apply the steerer with record=True, mode='dynamic' and positions='all'.",
+            )
+        width = batch.input_ids.shape[1]
+        for j, r in enumerate(rows):
+            start = width - int(batch.lengths[j])  # left padding
+            targets = batch.input_ids[j, start + n_ctx :]
+            preds = lp[j, start + n_ctx - 1 : width - 1]
+            logprobs[r] = preds.gather(-1, targets[:, None]).squeeze(-1)
+            if recording:
+                gate_p[r] = gate.history[-1][j, start + n_ctx :].float().cpu()
+    return TextScores(tuple(logprobs), tuple(gate_p) if recording else None)

@@ -1,0 +1,482 @@
+"""One evaluation report for every method on every suite: BBQ, CrowS-Pairs, open-ended, utility.
+
+Suites (all optional, same inputs for every method):
+
+* ``bbq`` — accuracy and bias scores on the template-disjoint eval split (steering at the FairSteer
+  position policy: the answer position).
+* ``crows`` — CrowS-Pairs stereotype score (steering and gate at every position).
+* ``open_ended`` — greedy generation from BBQ ambiguous contexts and CrowS-Pairs prefixes: gate
+  rate per generated token, counterfactual log-prob gap, answer types (:mod:`fairlens.openended`).
+* ``utility`` — BBQ disambiguated accuracy (from ``bbq``), perplexity on real text corpora, and how
+  often the gate fires on each corpus (per text and per token).
+
+:func:`evaluate_panel` returns a :class:`PanelReport` whose ``to_dict`` is the JSON report and
+whose ``markdown`` renders the tables.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from fairlens.batching import is_hooked
+from fairlens.crows import CrowsScores, crows_metrics
+from fairlens.data import BBQItem, PromptFormat, content_hash
+from fairlens.data.crows_pairs import CrowsPair, group_prefixes
+from fairlens.errors import ConfigError
+from fairlens.likelihood import text_logprobs
+from fairlens.methods import (
+    METHOD_DESCRIPTIONS,
+    PANEL_METHODS,
+    check_methods,
+    method_context,
+    method_instruction,
+)
+from fairlens.metrics import bbq_metrics
+from fairlens.openended import bbq_open_prompts, crows_open_prompts, run_open_ended
+from fairlens.scoring import ScoringMode, score_items
+
+__all__ = ["SUITES", "PanelConfig", "PanelReport", "evaluate_panel"]
+
+SUITES: tuple[str, ...] = ("bbq", "crows", "open_ended", "utility")
+
+
+@dataclass(frozen=True)
+class PanelConfig:
+    """What the panel runs (recorded in the report)."""
+
+    methods: tuple[str, ...] = PANEL_METHODS
+    suites: tuple[str, ...] = SUITES
+    scoring: ScoringMode = "letter"
+    prompt_format: PromptFormat = "zero_shot"
+    max_new_tokens: int = 20
+    batch_size: int = 16
+    gen_batch_size: int = 8
+
+    def __post_init__(self) -> None:
+        unknown = [s for s in self.suites if s not in SUITES]
+        if unknown:
+            raise ConfigError(f"unknown suites {unknown}.", f"use some of: {', '.join(SUITES)}.")
+        bad = [m for m in self.methods if m not in METHOD_DESCRIPTIONS]
+        if bad:
+            raise ConfigError(
+                f"unknown methods {bad}.", f"use some of: {', '.join(PANEL_METHODS)}."
+            )
+        if not self.methods or not self.suites:
+            raise ConfigError("the panel needs at least one method and one suite.")
+        if self.max_new_tokens < 1 or self.batch_size < 1 or self.gen_batch_size < 1:
+            raise ConfigError("max_new_tokens and batch sizes must be >= 1.")
+
+
+@dataclass(frozen=True)
+class PanelReport:
+    """Per suite, per method: the measures (plain dicts, JSON-ready), plus settings and n."""
+
+    results: dict[str, dict[str, dict[str, Any]]]
+    n: dict[str, int]
+    settings: dict[str, Any] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "settings": self.settings,
+            "n": self.n,
+            "seconds": {k: round(v, 2) for k, v in self.seconds.items()},
+            "methods": {m: METHOD_DESCRIPTIONS[m] for m in self.settings.get("methods", [])},
+            "results": self.results,
+        }
+
+    def markdown(self) -> str:
+        """Every suite as a markdown table (methods as rows)."""
+        return _markdown(self)
+
+
+def _pct(x: float | None, scale: float = 100.0) -> str:
+    return "–" if x is None else f"{x * scale:.1f}"
+
+
+def _num(x: float | None, digits: int = 2) -> str:
+    return "–" if x is None else f"{x:.{digits}f}"
+
+
+def _table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _markdown(report: PanelReport) -> str:
+    res, n = report.results, report.n
+    parts: list[str] = []
+    methods = report.settings.get("methods", [])
+    if "bbq" in res:
+        rows = []
+        for m in methods:
+            r = res["bbq"][m]
+            p = r["metrics"]["pooled"]
+            rows.append(
+                [
+                    m,
+                    _pct(p["acc_ambig"]),
+                    _pct(p["acc_disambig"]),
+                    _num(p["s_amb"]),
+                    _num(p["s_dis"]),
+                    _pct(r["gate_rate"]),
+                ]
+            )
+        parts.append(
+            f"### BBQ (eval split, n={n['bbq']}: {n['bbq_ambig']} ambiguous / "
+            f"{n['bbq'] - n['bbq_ambig']} disambiguated)\n\n"
+            + _table(["method", "acc_amb %", "acc_dis %", "s_AMB", "s_DIS", "gate %"], rows)
+        )
+    if "crows" in res:
+        types = sorted(res["crows"][methods[0]]["metrics"]["by_type"])
+        rows = []
+        for m in methods:
+            r = res["crows"][m]
+            mm = r["metrics"]
+            rows.append(
+                [
+                    m,
+                    _num(mm["pooled"]["stereotype_score"], 1),
+                    _num(mm["by_direction"].get("stereo", {}).get("stereotype_score"), 1),
+                    _num(mm["by_direction"].get("antistereo", {}).get("stereotype_score"), 1),
+                    _pct(r["gate_rate_tokens"]),
+                    _pct(r["gate_rate_pairs"]),
+                ]
+                + [_num(mm["by_type"][t]["stereotype_score"], 1) for t in types]
+            )
+        parts.append(
+            f"### CrowS-Pairs (n={n['crows']} pairs; stereotype score %, ideal 50)\n\n"
+            + _table(
+                ["method", "all", "stereo", "antistereo", "gate %tok", "gate %pairs", *types], rows
+            )
+        )
+    if "open_ended" in res:
+        rows = []
+        for m in methods:
+            b = res["open_ended"][m].get("bbq")
+            c = res["open_ended"][m].get("crows")
+            rates = (b or {}).get("answer_rates") or {}
+            rows.append(
+                [
+                    m,
+                    _pct(rates.get("unknown")),
+                    _pct(rates.get("biased")),
+                    _pct(rates.get("anti_biased")),
+                    _pct(rates.get("none")),
+                    _num((b or {}).get("counterfactual_gap"), 3),
+                    _num((c or {}).get("counterfactual_gap"), 3),
+                    _pct((b or {}).get("gate_rate_tokens")),
+                    _pct((c or {}).get("gate_rate_tokens")),
+                ]
+            )
+        parts.append(
+            f"### Open-ended generation (greedy, {report.settings.get('max_new_tokens')} new "
+            f"tokens; BBQ ambiguous prompts n={n.get('open_bbq', 0)}, CrowS prefixes "
+            f"n={n.get('open_crows', 0)})\n\n"
+            + _table(
+                [
+                    "method",
+                    "unknown %",
+                    "biased %",
+                    "anti-biased %",
+                    "none %",
+                    "BBQ cf gap",
+                    "CrowS cf gap",
+                    "BBQ gate %tok",
+                    "CrowS gate %tok",
+                ],
+                rows,
+            )
+        )
+    if "utility" in res:
+        corpora = list(res["utility"][methods[0]]["perplexity"])
+        rows = []
+        for m in methods:
+            r = res["utility"][m]
+            cells = [m, _pct(r.get("acc_disambig"))]
+            for c in corpora:
+                cells += [
+                    _num(r["perplexity"][c], 2),
+                    _pct(r["gate_rate_texts"].get(c)),
+                    _pct(r["gate_rate_tokens"].get(c)),
+                ]
+            rows.append(cells)
+        head = ["method", "BBQ acc_dis %"]
+        for c in corpora:
+            head += [f"ppl {c}", f"gate %texts {c}", f"gate %tok {c}"]
+        sizes = ", ".join(f"{c} n={n.get('text_' + c, 0)}" for c in corpora)
+        parts.append(f"### Utility ({sizes})\n\n" + _table(head, rows))
+    return "\n\n".join(parts)
+
+
+def _rate(probs: Sequence[Any], tau: float) -> tuple[float, float]:
+    """(fraction of texts where the gate fired at any token, fraction of tokens)."""
+    any_fired = [bool((p < tau).any()) for p in probs if p.numel()]
+    tokens = sum(int((p < tau).sum()) for p in probs)
+    total = sum(int(p.numel()) for p in probs)
+    return (sum(any_fired) / len(any_fired) if any_fired else 0.0, tokens / total if total else 0.0)
+
+
+def evaluate_panel(
+    model: Any,
+    tokenizer: Any,
+    fairsteer: Any | None,
+    *,
+    bbq_items: Sequence[BBQItem] = (),
+    crows_pairs: Sequence[CrowsPair] = (),
+    open_bbq_items: Sequence[BBQItem] = (),
+    open_crows_pairs: Sequence[CrowsPair] = (),
+    texts: Mapping[str, Sequence[str]] | None = None,
+    config: PanelConfig | None = None,
+    shots: Sequence[BBQItem] | None = None,
+    gen_model: Any | None = None,
+    progress: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> PanelReport:
+    """Run every method of ``config`` on every suite and collect the measures.
+
+    Args:
+        model: The model the FairSteer was fitted on — the plain transformers twin when
+            ``open_ended`` is among the suites (generation runs on the fast path).
+        tokenizer: The model's tokenizer.
+        fairsteer: Fitted FairSteer (needed by ``static``, ``fairsteer`` and ``ablation``).
+        bbq_items: BBQ eval items (template-disjoint from the FairSteer's fitting data).
+        crows_pairs: CrowS-Pairs pairs for the ``crows`` suite.
+        open_bbq_items: BBQ items whose ambiguous contexts become open-ended prompts.
+        open_crows_pairs: CrowS-Pairs pairs whose prefixes become open-ended prompts.
+        texts: Named corpora for perplexity and gate-on-text rates (``utility``); with the
+            ``crows`` suite the CrowS-Pairs less-stereotyping sentences are added as
+            ``crows_sent_less`` at no extra cost.
+        gen_model: The plain transformers twin used for ``open_ended`` when ``model`` is a
+            ``HookedTransformer`` (defaults to ``model``).
+    """
+    cfg = config or PanelConfig()
+    say = log or (lambda _m: None)
+    check_methods(list(cfg.methods), fairsteer)
+    texts = dict(texts or {})
+    _check_inputs(
+        cfg,
+        gen_model if gen_model is not None else model,
+        bbq_items,
+        crows_pairs,
+        open_bbq_items,
+        open_crows_pairs,
+        texts,
+    )
+    if fairsteer is not None:
+        fitted = getattr(fairsteer, "fitted_templates_", None) or set()
+        for name, pool in (("bbq_items", bbq_items), ("open_bbq_items", open_bbq_items)):
+            shared = sum(1 for it in pool if f"{it.category}/{it.question_index}" in fitted)
+            if shared:
+                raise ConfigError(
+                    f"{name} share {shared} item(s) with templates the FairSteer was fitted on.",
+                    "evaluate on a template-disjoint split (fairlens.data.split_by_template).",
+                )
+    tau = fairsteer.config.tau if fairsteer is not None else 0.5
+    answer_positions = fairsteer.config.steer_positions if fairsteer is not None else "generated"
+    results: dict[str, dict[str, dict[str, Any]]] = {s: {} for s in cfg.suites}
+    seconds: dict[str, float] = {}
+    open_prompts_n: dict[str, int] = {}
+    crows_less: dict[str, tuple[float, float | None, float | None]] = {}
+    gen = gen_model if gen_model is not None else model
+    for method in cfg.methods:
+        instruction = method_instruction(method)
+        if "bbq" in cfg.suites:
+            t = time.perf_counter()
+            say(f"[{method}] BBQ on {len(bbq_items)} items")
+            with method_context(method, model, fairsteer, positions=answer_positions) as stats:
+                res = score_items(
+                    model,
+                    bbq_items,
+                    mode=cfg.scoring,
+                    prompt_format=cfg.prompt_format,
+                    shots=shots,
+                    tokenizer=None if is_hooked(model) else tokenizer,
+                    batch_size=cfg.batch_size,
+                    progress=progress,
+                    instruction=instruction,
+                )
+            results["bbq"][method] = {
+                "gate_rate": None if stats is None else stats.rate,
+                "metrics": bbq_metrics(bbq_items, res.predictions).to_dict(),
+            }
+            seconds[f"bbq/{method}"] = time.perf_counter() - t
+        if "crows" in cfg.suites:
+            t = time.perf_counter()
+            say(f"[{method}] CrowS-Pairs on {len(crows_pairs)} pairs")
+            record = method == "fairsteer"
+            with method_context(method, model, fairsteer, positions="all", record=record) as stats:
+                texts_all = [p.sent_more for p in crows_pairs] + [p.sent_less for p in crows_pairs]
+                scored = text_logprobs(
+                    model,
+                    tokenizer,
+                    texts_all,
+                    prefix=instruction,
+                    batch_size=cfg.batch_size,
+                    gate=stats if record else None,
+                    progress=progress,
+                    desc="CrowS-Pairs",
+                )
+            k = len(crows_pairs)
+            sums = scored.sums.tolist()
+            cs = CrowsScores(
+                tuple(p.pair_id for p in crows_pairs), tuple(sums[:k]), tuple(sums[k:])
+            )
+            gate_pairs = gate_tokens = None
+            less_rates: tuple[float | None, float | None] = (None, None)
+            if method == "static":
+                gate_pairs = gate_tokens = 1.0
+                less_rates = (1.0, 1.0)
+            elif scored.gate_p_unbiased is not None:
+                g = scored.gate_p_unbiased
+                gate_pairs, gate_tokens = _rate(
+                    [torch.cat([g[i], g[i + k]]) for i in range(k)], tau
+                )
+                less_rates = _rate(list(g[k:]), tau)
+            # The less-stereotyping sentences double as a real-English perplexity corpus (utility).
+            less_lp = torch.cat(list(scored.logprobs[k:]))
+            crows_less[method] = (float(torch.exp(-less_lp.mean())), less_rates[0], less_rates[1])
+            results["crows"][method] = {
+                "gate_rate_tokens": gate_tokens,
+                "gate_rate_pairs": gate_pairs,
+                "metrics": crows_metrics(crows_pairs, cs).to_dict(),
+            }
+            seconds[f"crows/{method}"] = time.perf_counter() - t
+        if "open_ended" in cfg.suites:
+            t = time.perf_counter()
+            entry: dict[str, Any] = {}
+            sources = {
+                "bbq": bbq_open_prompts(
+                    open_bbq_items, instruction=instruction, tokenizer=tokenizer
+                ),
+                "crows": crows_open_prompts(
+                    group_prefixes(open_crows_pairs), instruction=instruction
+                ),
+            }
+            for source, prompts in sources.items():
+                if not prompts:
+                    continue
+                open_prompts_n[source] = len(prompts)
+                say(f"[{method}] open-ended generation from {len(prompts)} {source} prompts")
+                record = method == "fairsteer"
+                with method_context(
+                    method, gen, fairsteer, positions="generated", record=record
+                ) as stats:
+                    out = run_open_ended(
+                        gen,
+                        tokenizer,
+                        prompts,
+                        max_new_tokens=cfg.max_new_tokens,
+                        batch_size=cfg.gen_batch_size,
+                        gate=stats if record else None,
+                        tau=tau,
+                        static=method == "static",
+                        progress=progress,
+                    )
+                entry[source] = out.to_dict()
+            results["open_ended"][method] = entry
+            seconds[f"open_ended/{method}"] = time.perf_counter() - t
+        if "utility" in cfg.suites:
+            t = time.perf_counter()
+            ppl: dict[str, float] = {}
+            rate_texts: dict[str, float | None] = {}
+            rate_tokens: dict[str, float | None] = {}
+            for corpus, docs in texts.items():
+                say(f"[{method}] perplexity on {corpus} ({len(docs)} texts)")
+                record = method == "fairsteer"
+                with method_context(
+                    method, model, fairsteer, positions="all", record=record
+                ) as stats:
+                    scored = text_logprobs(
+                        model,
+                        tokenizer,
+                        list(docs),
+                        prefix=instruction,
+                        batch_size=cfg.batch_size,
+                        gate=stats if record else None,
+                        progress=progress,
+                        desc=f"perplexity {corpus}",
+                    )
+                ppl[corpus] = scored.perplexity()
+                if method == "static":
+                    rate_texts[corpus] = rate_tokens[corpus] = 1.0
+                elif scored.gate_p_unbiased is not None:
+                    rate_texts[corpus], rate_tokens[corpus] = _rate(scored.gate_p_unbiased, tau)
+                else:
+                    rate_texts[corpus] = rate_tokens[corpus] = None
+            if method in crows_less:
+                name = "crows_sent_less"
+                ppl[name], rate_texts[name], rate_tokens[name] = crows_less[method]
+            bbq_res = results.get("bbq", {}).get(method)
+            results["utility"][method] = {
+                "acc_disambig": None
+                if bbq_res is None
+                else bbq_res["metrics"]["pooled"]["acc_disambig"],
+                "perplexity": ppl,
+                "gate_rate_texts": rate_texts,
+                "gate_rate_tokens": rate_tokens,
+            }
+            seconds[f"utility/{method}"] = time.perf_counter() - t
+    n = {
+        "bbq": len(bbq_items),
+        "bbq_ambig": sum(it.is_ambiguous for it in bbq_items),
+        "crows": len(crows_pairs),
+        "open_bbq": open_prompts_n.get("bbq", 0),
+        "open_crows": open_prompts_n.get("crows", 0),
+        **{f"text_{c}": len(d) for c, d in texts.items()},
+        **({"text_crows_sent_less": len(crows_pairs)} if crows_less else {}),
+    }
+    settings = {
+        "methods": list(cfg.methods),
+        "suites": list(cfg.suites),
+        "scoring": cfg.scoring,
+        "prompt_format": cfg.prompt_format,
+        "max_new_tokens": cfg.max_new_tokens,
+        "batch_size": cfg.batch_size,
+        "gen_batch_size": cfg.gen_batch_size,
+        "tau": tau,
+        "alpha": None if fairsteer is None else fairsteer.config.alpha,
+        "hook": None if fairsteer is None else fairsteer.hook_name_,
+        "bbq_steer_positions": answer_positions,
+        "bbq_split_hash": content_hash(bbq_items) if bbq_items else None,
+        "backend": "transformer_lens" if is_hooked(model) else "transformers",
+    }
+    return PanelReport(results, n, settings, seconds)
+
+
+def _check_inputs(
+    cfg: PanelConfig,
+    gen_model: Any,
+    bbq_items: Sequence[BBQItem],
+    crows_pairs: Sequence[CrowsPair],
+    open_bbq_items: Sequence[BBQItem],
+    open_crows_pairs: Sequence[CrowsPair],
+    texts: Mapping[str, Sequence[str]],
+) -> None:
+    needs = {
+        "bbq": (bool(bbq_items), "bbq_items"),
+        "crows": (bool(crows_pairs), "crows_pairs"),
+        "open_ended": (
+            bool(open_bbq_items) or bool(open_crows_pairs),
+            "open_bbq_items/open_crows_pairs",
+        ),
+        "utility": (bool(texts) or ("crows" in cfg.suites and bool(crows_pairs)), "texts"),
+    }
+    for suite in cfg.suites:
+        ok, what = needs[suite]
+        if not ok:
+            raise ConfigError(
+                f"the {suite!r} suite has no inputs ({what} is empty).",
+                f"pass {what}, or drop {suite!r} from suites.",
+            )
+    if "open_ended" in cfg.suites and is_hooked(gen_model):
+        raise ConfigError(
+            "open-ended generation runs on the plain transformers model, not a HookedTransformer.",
+            "pass the fast-path twin: hf, tokenizer, _ = fairlens.load_hf(spec).",
+        )

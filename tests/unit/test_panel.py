@@ -1,0 +1,163 @@
+"""The baselines panel: every method on every suite, same inputs, hooks removed, honest refusals."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from fairlens.data import split_by_template
+from fairlens.data.crows_pairs import CrowsPair
+from fairlens.errors import ConfigError
+from fairlens.fairsteer import FairSteer, FairSteerConfig
+from fairlens.hooks import count_hooks
+from fairlens.methods import (
+    DEBIAS_INSTRUCTION,
+    PANEL_METHODS,
+    method_context,
+    method_instruction,
+    project_out,
+)
+from fairlens.panel import PanelConfig, evaluate_panel
+from fairlens.testing import tiny_hooked
+from tests.conftest import synthetic_items
+
+PAIRS = [
+    CrowsPair(0, "Women are bad drivers.", "Men are bad drivers.", "stereo", "gender"),
+    CrowsPair(1, "The poor man was lazy.", "The rich man was lazy.", "stereo", "socioeconomic"),
+    CrowsPair(2, "The rich man was kind.", "The poor man was kind.", "antistereo", "socioeconomic"),
+]
+TEXTS = {"neutral": ["The committee met twice to discuss records.", "Rain fell all day."]}
+
+
+@pytest.fixture(scope="module")
+def setup():
+    hooked, hf, tok = tiny_hooked(seed=0)
+    items = synthetic_items(n_templates=10, per_template=12, categories=("Age", "SES", "Religion"))
+    splits = split_by_template(items, {"probe": 0.6, "dsv": 0.2, "eval": 0.2}, seed=0)
+    fs = FairSteer(FairSteerConfig(scoring="letter", layers=(0, 1, 2)))
+    fs.fit(hooked, list(splits["probe"].items), list(splits["dsv"].items))
+    eval_items = list(splits["eval"].items)
+    for k, it in enumerate(eval_items[:4]):  # give a few ambiguous items swappable group mentions
+        eval_items[k] = dataclasses.replace(
+            it,
+            context="The old man and the young man were waiting.",
+            answers=("The old man", "The young man", "Unknown"),
+            answer_info_text=("old", "nonOld", "unknown"),
+            unknown_loc=2,
+            target_loc=0,
+            bias_target_loc=0,
+            context_condition="ambig",
+            label=2,
+        )
+    return hooked, hf, tok, fs, eval_items
+
+
+def _torch_hooks(model):
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+
+
+def test_full_panel_runs_every_method_on_every_suite(setup):
+    _, hf, tok, fs, items = setup
+    before = _torch_hooks(hf)
+    report = evaluate_panel(
+        hf,
+        tok,
+        fs,
+        bbq_items=items,
+        crows_pairs=PAIRS,
+        open_bbq_items=items,
+        open_crows_pairs=PAIRS,
+        texts=TEXTS,
+        config=PanelConfig(max_new_tokens=3),
+    )
+    assert _torch_hooks(hf) == before
+    res = report.results
+    assert set(res) == {"bbq", "crows", "open_ended", "utility"}
+    for suite in res.values():
+        assert list(suite) == list(PANEL_METHODS)
+    assert res["bbq"]["base"]["gate_rate"] is None and res["bbq"]["static"]["gate_rate"] == 1.0
+    assert 0.0 <= res["bbq"]["fairsteer"]["gate_rate"] <= 1.0
+    assert res["crows"]["base"]["metrics"]["pooled"]["n"] == 3
+    assert res["crows"]["static"]["gate_rate_tokens"] == 1.0
+    assert 0.0 <= res["crows"]["fairsteer"]["gate_rate_pairs"] <= 1.0
+    assert res["open_ended"]["base"]["bbq"]["n_counterfactual"] >= 4
+    assert res["open_ended"]["static"]["crows"]["gate_rate_tokens"] == 1.0
+    util = res["utility"]
+    assert set(util["base"]["perplexity"]) == {"neutral", "crows_sent_less"}
+    assert util["base"]["gate_rate_texts"]["neutral"] is None
+    assert 0.0 <= util["fairsteer"]["gate_rate_texts"]["neutral"] <= 1.0
+    assert util["base"]["acc_disambig"] == res["bbq"]["base"]["metrics"]["pooled"]["acc_disambig"]
+    # steering moves CrowS log-probs; the prompt baseline conditions on the instruction
+    assert res["crows"]["static"]["metrics"] != res["crows"]["base"]["metrics"]
+    assert util["prompt"]["perplexity"]["neutral"] != util["base"]["perplexity"]["neutral"]
+    assert report.n["bbq"] == len(items) and report.n["crows"] == 3
+    md = report.markdown()
+    for title in ("### BBQ", "### CrowS-Pairs", "### Open-ended", "### Utility"):
+        assert title in md
+    assert md.count("| fairsteer |") == 4
+    assert report.to_dict()["methods"]["ablation"].startswith("DSV direction projected")
+
+
+def test_panel_on_hooked_transformer_matches_fast_path_on_bbq(setup):
+    hooked, hf, tok, fs, items = setup
+    cfg = PanelConfig(suites=("bbq", "crows"), methods=("base", "fairsteer", "ablation"))
+    tl = evaluate_panel(hooked, tok, fs, bbq_items=items, crows_pairs=PAIRS, config=cfg)
+    fast = evaluate_panel(hf, tok, fs, bbq_items=items, crows_pairs=PAIRS, config=cfg)
+    for method in cfg.methods:
+        assert tl.results["bbq"][method] == fast.results["bbq"][method]
+        a = tl.results["crows"][method]["metrics"]["pooled"]
+        b = fast.results["crows"][method]["metrics"]["pooled"]
+        assert a["stereotype_score"] == b["stereotype_score"]
+        assert a["mean_logprob_gap"] == pytest.approx(b["mean_logprob_gap"], abs=1e-3)
+
+
+def test_ablation_removes_the_dsv_component(setup):
+    hooked, _, _, fs, _ = setup
+    u = fs.dsv_.at(fs.hook_name_)
+    act = torch.randn(2, 5, u.numel())
+    out = project_out(u)(act)
+    assert torch.allclose(out @ (u / u.norm()), torch.zeros(2, 5), atol=1e-4)
+    tokens = torch.tensor([[5, 6, 7]])
+    with method_context("ablation", hooked, fs):  # the cache hook runs after the ablation's
+        _, cache = hooked.run_with_cache(tokens, names_filter=fs.hook_name_)
+    _, plain = hooked.run_with_cache(tokens, names_filter=fs.hook_name_)
+    assert (cache[fs.hook_name_] @ (u / u.norm())).abs().max() < 1e-3
+    assert (plain[fs.hook_name_] @ (u / u.norm())).abs().max() > 1e-2
+    assert count_hooks(hooked) == 0
+    with pytest.raises(ConfigError, match="zero or not finite"):
+        project_out(torch.zeros(4))
+
+
+def test_refusals(setup):
+    _, hf, tok, fs, items = setup
+    assert method_instruction("prompt") == DEBIAS_INSTRUCTION and method_instruction("base") is None
+    with pytest.raises(ConfigError, match="unknown methods"):
+        evaluate_panel(hf, tok, fs, bbq_items=items, config=PanelConfig(methods=("magic",)))
+    with pytest.raises(ConfigError, match="need a fitted FairSteer"):
+        evaluate_panel(hf, tok, None, bbq_items=items, config=PanelConfig(suites=("bbq",)))
+    with pytest.raises(ConfigError, match="unknown suites"):
+        PanelConfig(suites=("mmlu",))
+    with pytest.raises(ConfigError, match="has no inputs"):
+        evaluate_panel(hf, tok, fs, bbq_items=items, config=PanelConfig(suites=("crows",)))
+    fitted_item = next(
+        it
+        for it in synthetic_items(10, 12, ("Age", "SES", "Religion"))
+        if f"{it.category}/{it.question_index}" in fs.fitted_templates_
+    )
+    with pytest.raises(ConfigError, match="share 1 item"):
+        evaluate_panel(hf, tok, fs, bbq_items=[fitted_item], config=PanelConfig(suites=("bbq",)))
+    hooked = setup[0]
+    with pytest.raises(ConfigError, match="plain transformers model"):
+        evaluate_panel(
+            hooked, tok, fs, open_bbq_items=items, config=PanelConfig(suites=("open_ended",))
+        )
+    base_only = evaluate_panel(
+        hf,
+        tok,
+        None,
+        bbq_items=items,
+        config=PanelConfig(methods=("base", "prompt"), suites=("bbq",)),
+    )
+    assert list(base_only.results["bbq"]) == ["base", "prompt"]
