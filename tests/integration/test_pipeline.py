@@ -12,7 +12,13 @@ from fairlens.fairsteer import FairSteer
 pytestmark = pytest.mark.integration
 
 
-def test_run_writes_report_with_three_methods(smollm2, bbq_items, tmp_path, capsys):
+def test_run_writes_report_with_the_panel(smollm2, bbq_items, tmp_path, capsys):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(
+        "The committee met twice in the spring to discuss how the printed records should be "
+        "kept for later readers.\n\nRain fell all day over the harbour, and the ferries kept "
+        "to their timetable while the market stalls stayed closed.\n"
+    )
     code = main(
         [
             "run",
@@ -30,16 +36,32 @@ def test_run_writes_report_with_three_methods(smollm2, bbq_items, tmp_path, caps
             "4",
             "--threads",
             "1",
+            "--crows-per-type",
+            "2",
+            "--open-per-category",
+            "1",
+            "--open-crows-per-type",
+            "1",
+            "--max-new-tokens",
+            "6",
+            "--text-file",
+            str(corpus),
         ]
     )
     out = capsys.readouterr().out
     assert code == 0
-    for method in ("base", "static", "fairsteer"):
-        assert method in out
+    for title in ("### BBQ", "### CrowS-Pairs", "### Open-ended", "### Utility"):
+        assert title in out
     report = json.loads((tmp_path / "smoke" / "report.json").read_text())
+    assert (tmp_path / "smoke" / "report.md").read_text().strip() in out
     used = report["data"]["used"]
     assert used["eval"]["n"] == 12 and used["probe"]["n"] == 120
-    assert [r["method"] for r in report["evaluation"]["results"]] == ["base", "static", "fairsteer"]
+    panel = report["panel"]
+    methods = ["base", "prompt", "static", "fairsteer", "ablation"]
+    for suite in ("bbq", "crows", "open_ended", "utility"):
+        assert list(panel["results"][suite]) == methods
+    assert panel["n"]["crows"] == 18 and panel["n"]["text_neutral"] == 2
+    assert report["data"]["crows_pairs"]["n"] == 18
     sweep = report["fairsteer"]["sweep"]
     assert len(sweep["scores"]) == 30 and 0 <= report["fairsteer"]["layer"] < 30
     fs = FairSteer.load(tmp_path / "smoke" / "fairsteer", model=smollm2[0])

@@ -112,3 +112,27 @@ def test_help_on_every_subcommand(argv, capsys):
         build_parser().parse_args([*argv, "--help"])
     assert exc.value.code == 0
     assert "usage: fairlens" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("extra", "needle"),
+    [
+        ({"crows_per_type": 0}, "crows_per_type must be >= 1"),
+        ({"suites": ["bbq", "mmlu"]}, "unknown suites"),
+        ({"methods": ["base", "magic"]}, "unknown methods"),
+        ({"max_new_tokens": 0}, "max_new_tokens >= 1"),
+    ],
+)
+def test_bad_panel_settings_in_run_config(capsys, tmp_path, extra, needle):
+    cfg = tmp_path / "run.json"
+    cfg.write_text(json.dumps(extra))
+    code, err = _run(capsys, ["run", "--config", str(cfg)])
+    _assert_one_line_error(code, err, needle)
+
+
+def test_missing_text_corpus_file(capsys, tmp_path, monkeypatch):
+    from fairlens.data.corpus import load_neutral_texts
+    from fairlens.errors import DataError
+
+    with pytest.raises(DataError, match="--text-file"):
+        load_neutral_texts(tmp_path / "missing.txt")
