@@ -21,9 +21,9 @@ import torch
 
 from fairlens.data.crows_pairs import CrowsPair
 from fairlens.errors import ConfigError
-from fairlens.likelihood import text_logprobs
+from fairlens.likelihood import TextScores, text_logprobs
 
-__all__ = ["CrowsMetrics", "CrowsScores", "crows_metrics", "score_crows_pairs"]
+__all__ = ["CrowsMetrics", "CrowsScores", "crows_metrics", "crows_texts", "score_crows_pairs"]
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,20 @@ class CrowsScores:
     pair_ids: tuple[int, ...]
     logprob_more: tuple[float, ...]
     logprob_less: tuple[float, ...]
+
+    @classmethod
+    def from_text_scores(cls, pairs: Sequence[CrowsPair], scored: TextScores) -> CrowsScores:
+        """From :func:`~fairlens.likelihood.text_logprobs` over :func:`crows_texts` (pairs)."""
+        sums = scored.sums.tolist()
+        k = len(pairs)
+        if len(sums) != 2 * k:
+            raise ConfigError(f"expected {2 * k} scored sentences for {k} pairs, got {len(sums)}.")
+        return cls(tuple(p.pair_id for p in pairs), tuple(sums[:k]), tuple(sums[k:]))
+
+
+def crows_texts(pairs: Sequence[CrowsPair]) -> list[str]:
+    """Every ``sent_more``, then every ``sent_less`` (the order :class:`CrowsScores` reads)."""
+    return [p.sent_more for p in pairs] + [p.sent_less for p in pairs]
 
 
 @dataclass(frozen=True)
@@ -81,19 +95,16 @@ def score_crows_pairs(
     """Total log-probability of ``sent_more`` and ``sent_less`` of every pair under ``model``."""
     if not pairs:
         raise ConfigError("no CrowS-Pairs pairs to score.", "check the bias-type selection.")
-    texts = [p.sent_more for p in pairs] + [p.sent_less for p in pairs]
     scores = text_logprobs(
         model,
         tokenizer,
-        texts,
+        crows_texts(pairs),
         prefix=prefix,
         batch_size=batch_size,
         progress=progress,
         desc="CrowS-Pairs",
     )
-    sums = scores.sums.tolist()
-    n = len(pairs)
-    return CrowsScores(tuple(p.pair_id for p in pairs), tuple(sums[:n]), tuple(sums[n:]))
+    return CrowsScores.from_text_scores(pairs, scores)
 
 
 def _group(more: torch.Tensor, less: torch.Tensor) -> CrowsGroup:

@@ -22,13 +22,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from torch import Tensor
 
 from fairlens.batching import is_hooked
-from fairlens.crows import CrowsScores, crows_metrics
+from fairlens.crows import CrowsScores, crows_metrics, crows_texts
 from fairlens.data import BBQItem, PromptFormat, content_hash
 from fairlens.data.crows_pairs import CrowsPair, group_prefixes
 from fairlens.errors import ConfigError
-from fairlens.likelihood import text_logprobs
+from fairlens.likelihood import TextScores, text_logprobs
 from fairlens.methods import (
     METHOD_DESCRIPTIONS,
     PANEL_METHODS,
@@ -39,6 +40,7 @@ from fairlens.methods import (
 from fairlens.metrics import bbq_metrics
 from fairlens.openended import bbq_open_prompts, crows_open_prompts, run_open_ended
 from fairlens.scoring import ScoringMode, score_items
+from fairlens.steering import PositionPolicy
 
 __all__ = ["SUITES", "PanelConfig", "PanelReport", "evaluate_panel"]
 
@@ -278,159 +280,49 @@ def evaluate_panel(
                     f"{name} share {shared} item(s) with templates the FairSteer was fitted on.",
                     "evaluate on a template-disjoint split (fairlens.data.split_by_template).",
                 )
-    tau = fairsteer.config.tau if fairsteer is not None else 0.5
+    run = _Run(
+        model=model,
+        gen=gen_model if gen_model is not None else model,
+        tokenizer=tokenizer,
+        fairsteer=fairsteer,
+        cfg=cfg,
+        tau=fairsteer.config.tau if fairsteer is not None else 0.5,
+        progress=progress,
+    )
     answer_positions = fairsteer.config.steer_positions if fairsteer is not None else "generated"
     results: dict[str, dict[str, dict[str, Any]]] = {s: {} for s in cfg.suites}
     seconds: dict[str, float] = {}
-    open_prompts_n: dict[str, int] = {}
-    crows_less: dict[str, tuple[float, float | None, float | None]] = {}
-    gen = gen_model if gen_model is not None else model
+    open_prompts = {
+        "bbq": len(bbq_open_prompts(open_bbq_items)),
+        "crows": len(group_prefixes(open_crows_pairs)),
+    }
     for method in cfg.methods:
-        instruction = method_instruction(method)
-        if "bbq" in cfg.suites:
+        for suite in (s for s in SUITES if s in cfg.suites):  # crows before utility (reuses it)
             t = time.perf_counter()
-            say(f"[{method}] BBQ on {len(bbq_items)} items")
-            with method_context(method, model, fairsteer, positions=answer_positions) as stats:
-                res = score_items(
-                    model,
-                    bbq_items,
-                    mode=cfg.scoring,
-                    prompt_format=cfg.prompt_format,
-                    shots=shots,
-                    tokenizer=None if is_hooked(model) else tokenizer,
-                    batch_size=cfg.batch_size,
-                    progress=progress,
-                    instruction=instruction,
+            if suite == "bbq":
+                say(f"[{method}] BBQ on {len(bbq_items)} items")
+                results[suite][method] = run.bbq(method, bbq_items, shots, answer_positions)
+            elif suite == "crows":
+                say(f"[{method}] CrowS-Pairs on {len(crows_pairs)} pairs")
+                results[suite][method] = run.crows(method, crows_pairs)
+            elif suite == "open_ended":
+                say(
+                    f"[{method}] open-ended generation ({open_prompts['bbq']} BBQ + "
+                    f"{open_prompts['crows']} CrowS-Pairs prompts)"
                 )
-            results["bbq"][method] = {
-                "gate_rate": None if stats is None else stats.rate,
-                "metrics": bbq_metrics(bbq_items, res.predictions).to_dict(),
-            }
-            seconds[f"bbq/{method}"] = time.perf_counter() - t
-        if "crows" in cfg.suites:
-            t = time.perf_counter()
-            say(f"[{method}] CrowS-Pairs on {len(crows_pairs)} pairs")
-            record = method == "fairsteer"
-            with method_context(method, model, fairsteer, positions="all", record=record) as stats:
-                texts_all = [p.sent_more for p in crows_pairs] + [p.sent_less for p in crows_pairs]
-                scored = text_logprobs(
-                    model,
-                    tokenizer,
-                    texts_all,
-                    prefix=instruction,
-                    batch_size=cfg.batch_size,
-                    gate=stats if record else None,
-                    progress=progress,
-                    desc="CrowS-Pairs",
-                )
-            k = len(crows_pairs)
-            sums = scored.sums.tolist()
-            cs = CrowsScores(
-                tuple(p.pair_id for p in crows_pairs), tuple(sums[:k]), tuple(sums[k:])
-            )
-            gate_pairs = gate_tokens = None
-            less_rates: tuple[float | None, float | None] = (None, None)
-            if method == "static":
-                gate_pairs = gate_tokens = 1.0
-                less_rates = (1.0, 1.0)
-            elif scored.gate_p_unbiased is not None:
-                g = scored.gate_p_unbiased
-                gate_pairs, gate_tokens = _rate(
-                    [torch.cat([g[i], g[i + k]]) for i in range(k)], tau
-                )
-                less_rates = _rate(list(g[k:]), tau)
-            # The less-stereotyping sentences double as a real-English perplexity corpus (utility).
-            less_lp = torch.cat(list(scored.logprobs[k:]))
-            crows_less[method] = (float(torch.exp(-less_lp.mean())), less_rates[0], less_rates[1])
-            results["crows"][method] = {
-                "gate_rate_tokens": gate_tokens,
-                "gate_rate_pairs": gate_pairs,
-                "metrics": crows_metrics(crows_pairs, cs).to_dict(),
-            }
-            seconds[f"crows/{method}"] = time.perf_counter() - t
-        if "open_ended" in cfg.suites:
-            t = time.perf_counter()
-            entry: dict[str, Any] = {}
-            sources = {
-                "bbq": bbq_open_prompts(
-                    open_bbq_items, instruction=instruction, tokenizer=tokenizer
-                ),
-                "crows": crows_open_prompts(
-                    group_prefixes(open_crows_pairs), instruction=instruction
-                ),
-            }
-            for source, prompts in sources.items():
-                if not prompts:
-                    continue
-                open_prompts_n[source] = len(prompts)
-                say(f"[{method}] open-ended generation from {len(prompts)} {source} prompts")
-                record = method == "fairsteer"
-                with method_context(
-                    method, gen, fairsteer, positions="generated", record=record
-                ) as stats:
-                    out = run_open_ended(
-                        gen,
-                        tokenizer,
-                        prompts,
-                        max_new_tokens=cfg.max_new_tokens,
-                        batch_size=cfg.gen_batch_size,
-                        gate=stats if record else None,
-                        tau=tau,
-                        static=method == "static",
-                        progress=progress,
-                    )
-                entry[source] = out.to_dict()
-            results["open_ended"][method] = entry
-            seconds[f"open_ended/{method}"] = time.perf_counter() - t
-        if "utility" in cfg.suites:
-            t = time.perf_counter()
-            ppl: dict[str, float] = {}
-            rate_texts: dict[str, float | None] = {}
-            rate_tokens: dict[str, float | None] = {}
-            for corpus, docs in texts.items():
-                say(f"[{method}] perplexity on {corpus} ({len(docs)} texts)")
-                record = method == "fairsteer"
-                with method_context(
-                    method, model, fairsteer, positions="all", record=record
-                ) as stats:
-                    scored = text_logprobs(
-                        model,
-                        tokenizer,
-                        list(docs),
-                        prefix=instruction,
-                        batch_size=cfg.batch_size,
-                        gate=stats if record else None,
-                        progress=progress,
-                        desc=f"perplexity {corpus}",
-                    )
-                ppl[corpus] = scored.perplexity()
-                if method == "static":
-                    rate_texts[corpus] = rate_tokens[corpus] = 1.0
-                elif scored.gate_p_unbiased is not None:
-                    rate_texts[corpus], rate_tokens[corpus] = _rate(scored.gate_p_unbiased, tau)
-                else:
-                    rate_texts[corpus] = rate_tokens[corpus] = None
-            if method in crows_less:
-                name = "crows_sent_less"
-                ppl[name], rate_texts[name], rate_tokens[name] = crows_less[method]
-            bbq_res = results.get("bbq", {}).get(method)
-            results["utility"][method] = {
-                "acc_disambig": None
-                if bbq_res is None
-                else bbq_res["metrics"]["pooled"]["acc_disambig"],
-                "perplexity": ppl,
-                "gate_rate_texts": rate_texts,
-                "gate_rate_tokens": rate_tokens,
-            }
-            seconds[f"utility/{method}"] = time.perf_counter() - t
+                results[suite][method] = run.open_ended(method, open_bbq_items, open_crows_pairs)
+            else:
+                say(f"[{method}] perplexity on {', '.join(texts) or 'CrowS-Pairs sentences'}")
+                results[suite][method] = run.utility(method, texts, results)
+            seconds[f"{suite}/{method}"] = time.perf_counter() - t
     n = {
         "bbq": len(bbq_items),
         "bbq_ambig": sum(it.is_ambiguous for it in bbq_items),
         "crows": len(crows_pairs),
-        "open_bbq": open_prompts_n.get("bbq", 0),
-        "open_crows": open_prompts_n.get("crows", 0),
+        "open_bbq": open_prompts["bbq"] if "open_ended" in cfg.suites else 0,
+        "open_crows": open_prompts["crows"] if "open_ended" in cfg.suites else 0,
         **{f"text_{c}": len(d) for c, d in texts.items()},
-        **({"text_crows_sent_less": len(crows_pairs)} if crows_less else {}),
+        **({"text_crows_sent_less": len(crows_pairs)} if "crows" in cfg.suites else {}),
     }
     settings = {
         "methods": list(cfg.methods),
@@ -440,7 +332,7 @@ def evaluate_panel(
         "max_new_tokens": cfg.max_new_tokens,
         "batch_size": cfg.batch_size,
         "gen_batch_size": cfg.gen_batch_size,
-        "tau": tau,
+        "tau": run.tau,
         "alpha": None if fairsteer is None else fairsteer.config.alpha,
         "hook": None if fairsteer is None else fairsteer.hook_name_,
         "bbq_steer_positions": answer_positions,
@@ -448,6 +340,138 @@ def evaluate_panel(
         "backend": "transformer_lens" if is_hooked(model) else "transformers",
     }
     return PanelReport(results, n, settings, seconds)
+
+
+@dataclass
+class _Run:
+    """What every suite needs: the models, the fitted FairSteer, the settings."""
+
+    model: Any
+    gen: Any
+    tokenizer: Any
+    fairsteer: Any | None
+    cfg: PanelConfig
+    tau: float
+    progress: bool
+    crows_less: dict[str, tuple[float, float | None, float | None]] = field(default_factory=dict)
+
+    def context(self, method: str, model: Any, positions: PositionPolicy) -> Any:
+        record = method == "fairsteer"  # only the gate of the dynamic method is worth recording
+        return method_context(method, model, self.fairsteer, positions=positions, record=record)
+
+    def bbq(
+        self,
+        method: str,
+        items: Sequence[BBQItem],
+        shots: Sequence[BBQItem] | None,
+        positions: PositionPolicy,
+    ) -> dict[str, Any]:
+        with self.context(method, self.model, positions) as stats:
+            res = score_items(
+                self.model,
+                items,
+                mode=self.cfg.scoring,
+                prompt_format=self.cfg.prompt_format,
+                shots=shots,
+                tokenizer=None if is_hooked(self.model) else self.tokenizer,
+                batch_size=self.cfg.batch_size,
+                progress=self.progress,
+                instruction=method_instruction(method),
+            )
+        return {
+            "gate_rate": None if stats is None else stats.rate,
+            "metrics": bbq_metrics(items, res.predictions).to_dict(),
+        }
+
+    def _texts(self, method: str, texts: Sequence[str], desc: str) -> TextScores:
+        with self.context(method, self.model, "all") as stats:
+            return text_logprobs(
+                self.model,
+                self.tokenizer,
+                texts,
+                prefix=method_instruction(method),
+                batch_size=self.cfg.batch_size,
+                gate=stats if method == "fairsteer" else None,
+                progress=self.progress,
+                desc=desc,
+            )
+
+    def _gate(
+        self, method: str, probs: Sequence[Tensor] | None
+    ) -> tuple[float | None, float | None]:
+        """(share of texts, share of tokens) where the gate fired; static always, others never."""
+        if method == "static":
+            return 1.0, 1.0
+        if probs is None:
+            return None, None
+        return _rate(probs, self.tau)
+
+    def crows(self, method: str, pairs: Sequence[CrowsPair]) -> dict[str, Any]:
+        scored = self._texts(method, crows_texts(pairs), "CrowS-Pairs")
+        k = len(pairs)
+        g = scored.gate_p_unbiased
+        joined = None if g is None else [torch.cat([g[i], g[i + k]]) for i in range(k)]
+        pairs_rate, tokens_rate = self._gate(method, joined)
+        # The less-stereotyping sentences double as a real-English perplexity corpus (utility).
+        less = torch.cat(list(scored.logprobs[k:]))
+        less_rates = self._gate(method, None if g is None else list(g[k:]))
+        self.crows_less[method] = (float(torch.exp(-less.mean())), less_rates[0], less_rates[1])
+        return {
+            "gate_rate_tokens": tokens_rate,
+            "gate_rate_pairs": pairs_rate,
+            "metrics": crows_metrics(pairs, CrowsScores.from_text_scores(pairs, scored)).to_dict(),
+        }
+
+    def open_ended(
+        self, method: str, bbq_items: Sequence[BBQItem], crows_pairs: Sequence[CrowsPair]
+    ) -> dict[str, Any]:
+        instruction = method_instruction(method)
+        sources = {
+            "bbq": bbq_open_prompts(bbq_items, instruction=instruction, tokenizer=self.tokenizer),
+            "crows": crows_open_prompts(group_prefixes(crows_pairs), instruction=instruction),
+        }
+        entry: dict[str, Any] = {}
+        for source, prompts in sources.items():
+            if not prompts:
+                continue
+            with self.context(method, self.gen, "generated") as stats:
+                out = run_open_ended(
+                    self.gen,
+                    self.tokenizer,
+                    prompts,
+                    max_new_tokens=self.cfg.max_new_tokens,
+                    batch_size=self.cfg.gen_batch_size,
+                    gate=stats if method == "fairsteer" else None,
+                    tau=self.tau,
+                    static=method == "static",
+                    progress=self.progress,
+                )
+            entry[source] = out.to_dict()
+        return entry
+
+    def utility(
+        self,
+        method: str,
+        texts: Mapping[str, Sequence[str]],
+        results: Mapping[str, Mapping[str, dict[str, Any]]],
+    ) -> dict[str, Any]:
+        ppl: dict[str, float] = {}
+        rate_texts: dict[str, float | None] = {}
+        rate_tokens: dict[str, float | None] = {}
+        for corpus, docs in texts.items():
+            scored = self._texts(method, list(docs), f"perplexity {corpus}")
+            ppl[corpus] = scored.perplexity()
+            rate_texts[corpus], rate_tokens[corpus] = self._gate(method, scored.gate_p_unbiased)
+        if method in self.crows_less:
+            name = "crows_sent_less"
+            ppl[name], rate_texts[name], rate_tokens[name] = self.crows_less[method]
+        bbq = results.get("bbq", {}).get(method)
+        return {
+            "acc_disambig": None if bbq is None else bbq["metrics"]["pooled"]["acc_disambig"],
+            "perplexity": ppl,
+            "gate_rate_texts": rate_texts,
+            "gate_rate_tokens": rate_tokens,
+        }
 
 
 def _check_inputs(
