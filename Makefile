@@ -35,13 +35,14 @@ experiment-model: setup
 	  print(M['$(EXPERIMENT_MODEL)'].install_command)") --quiet
 	$(BIN)/python -c "from fairlens.models import EMBEDDED_MODELS as M; print(M['$(EXPERIMENT_MODEL)'].locate())"
 
-# The panel on the experiment model at CPU size (~1 h on 2 cores for the 1.5B; see docs/results.md)
+# The panel on the experiment model at CPU size (1.5B: fit ~40 min, ~15 min per method on 2 shared
+# cores, ~2 h in all; see docs/results.md)
 experiment: experiment-model
 	$(BIN)/fairlens run --name $(EXPERIMENT_MODEL) --model $(EXPERIMENT_MODEL) \
 	  --probe-per-category 30 --eval-per-category 10 --crows-per-type 10 --open-per-category 2 \
 	  --open-crows-per-type 1 --text-n 20 --max-new-tokens 16 --threads $${FAIRLENS_THREADS:-2}
 
-# Main job: the FairSteer pipeline on the embedded SmolLM2-135M (CPU subset, < 10 min on 2 cores)
+# Main job: FairSteer + the evaluation panel on the embedded SmolLM2-135M (CPU subset, ~12 min on 2 cores)
 demo: setup
 	$(BIN)/fairlens run --name smollm2-demo --threads $${FAIRLENS_THREADS:-2}
 
