@@ -76,8 +76,13 @@ def method_instruction(method: str) -> str | None:
     return DEBIAS_INSTRUCTION if method == "prompt" else None
 
 
-def project_out(direction: Tensor) -> Any:
-    """``fn(act) -> act`` removing the component along ``direction`` (normalised here)."""
+def project_out(direction: Tensor, *, where: str = "the hook point") -> Any:
+    """``fn(act) -> act`` removing the component along ``direction`` (normalised here).
+
+    Shared by the panel's ``ablation`` method and
+    :func:`fairlens.analysis.ablation.directional_ablation`; ``where`` names the hook point in the
+    error raised when the activation width differs from the direction's.
+    """
     u = torch.as_tensor(direction, dtype=torch.float32).flatten()
     norm = float(u.norm())
     if not norm > 0.0 or norm != norm or norm == float("inf"):
@@ -85,6 +90,11 @@ def project_out(direction: Tensor) -> Any:
     u = u / norm
 
     def fn(act: Tensor) -> Tensor:
+        if act.shape[-1] != u.shape[0]:
+            raise ConfigError(
+                f"direction has {u.shape[0]} dims but {where} has {act.shape[-1]}.",
+                "Use a direction computed at this hook point.",
+            )
         v = u.to(act.device, act.dtype)
         return act - (act @ v)[..., None] * v
 
@@ -123,7 +133,7 @@ def method_context(
         return
     get_model_info(model).check_matches(fairsteer.model_info_.fingerprint(), what="FairSteer")
     name = fairsteer.hook_name_
-    fn = project_out(fairsteer.dsv_.at(name))
+    fn = project_out(fairsteer.dsv_.at(name), where=name)
     if is_hooked(model):
         with temporary_hooks(model, [(name, lambda act, hook: fn(act))]):
             yield None

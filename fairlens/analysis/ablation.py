@@ -19,7 +19,6 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import numpy as np
 import torch
 from jaxtyping import Float
 from torch import Tensor
@@ -29,6 +28,7 @@ from fairlens.batching import length_sorted_chunks, model_device, pad_id, pad_se
 from fairlens.data import BBQItem, PromptFormat
 from fairlens.errors import ConfigError, HookPointError
 from fairlens.hooks import hook_name, parse_hook_name, temporary_hooks, validate_hook
+from fairlens.methods import project_out
 from fairlens.metrics import bbq_metrics
 from fairlens.scoring import ScoringMode, score_items
 
@@ -79,20 +79,10 @@ def directional_ablation(
         direction: ``[d_model]`` direction (normalised here; its scale does not matter).
     """
     name = _resolve(model, hook, None)
-    u = torch.as_tensor(direction, dtype=torch.float32).flatten()
-    norm = float(u.norm())
-    if norm == 0.0 or not np.isfinite(norm):
-        raise ConfigError("The ablation direction is zero or not finite.")
-    u = u / norm
+    project = project_out(direction, where=name)
 
     def fn(act: Tensor, hook: Any) -> Tensor:
-        if act.shape[-1] != u.shape[0]:
-            raise ConfigError(
-                f"direction has {u.shape[0]} dims but {name} has {act.shape[-1]}.",
-                "Use a direction computed at this hook point.",
-            )
-        v = u.to(act.device, act.dtype)
-        return act - (act @ v)[..., None] * v
+        return project(act)
 
     with temporary_hooks(model, [(name, fn)]):
         yield
