@@ -23,6 +23,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from fairlens.batching import forward_logits, length_sorted_chunks, pad_id, pad_sequences
+from fairlens.data.prompts import instruction_lead
 from fairlens.errors import ConfigError
 
 __all__ = ["TextScores", "start_ids", "text_logprobs"]
@@ -85,8 +86,8 @@ def text_logprobs(
     if not texts:
         raise ConfigError("no texts to score.")
     context = start_ids(tokenizer)
-    if prefix and prefix.strip():
-        context = context + tokenizer.encode(prefix.strip() + "\n\n", add_special_tokens=False)
+    if lead := instruction_lead(prefix):
+        context = context + tokenizer.encode(lead, add_special_tokens=False)
     bodies = [tokenizer.encode(t, add_special_tokens=False) for t in texts]
     empty = [i for i, b in enumerate(bodies) if not b]
     if empty:

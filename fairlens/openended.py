@@ -31,6 +31,7 @@ import numpy as np
 
 from fairlens.data import BBQItem
 from fairlens.data.crows_pairs import GroupPrefix
+from fairlens.data.prompts import instruction_lead
 from fairlens.errors import ConfigError
 from fairlens.generation import Generation, continuation_logprobs, generate_greedy
 
@@ -144,7 +145,7 @@ def bbq_open_prompts(
     user turn and the model answers as the assistant; otherwise the prompt ends with
     ``"\nAnswer:"``. The prompting baseline's ``instruction`` opens the user text.
     """
-    lead = f"{instruction.strip()}\n\n" if instruction and instruction.strip() else ""
+    lead = instruction_lead(instruction)
     out = []
     for it in items:
         if not it.is_ambiguous or it.bias_target_loc is None:
@@ -171,7 +172,7 @@ def crows_open_prompts(
     prefixes: Sequence[GroupPrefix], *, instruction: str | None = None
 ) -> list[OpenPrompt]:
     """Open-ended prompts from CrowS-Pairs prefixes (counterfactual: the other group's prefix)."""
-    lead = f"{instruction.strip()}\n\n" if instruction and instruction.strip() else ""
+    lead = instruction_lead(instruction)
     return [
         OpenPrompt("crows", str(p.pair_id), p.bias_type, lead + p.more, lead + p.less)
         for p in prefixes

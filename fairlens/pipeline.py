@@ -204,9 +204,8 @@ def run_pipeline(cfg: RunConfig, *, progress: bool = True, log: Any = None) -> d
     if "crows" in cfg.suites or "open_ended" in cfg.suites:
         all_pairs = load_crows_pairs(data_dir)
         crows = subsample_pairs(all_pairs, cfg.crows_per_type, seed=cfg.seed)
-        open_crows = subsample_pairs(all_pairs, cfg.open_crows_per_type or None, seed=cfg.seed + 1)
-        if cfg.open_crows_per_type == 0:
-            open_crows = []
+        if cfg.open_crows_per_type:
+            open_crows = subsample_pairs(all_pairs, cfg.open_crows_per_type, seed=cfg.seed + 1)
     if "utility" in cfg.suites and cfg.text_n != 0:
         texts["neutral"] = load_neutral_texts(cfg.text_file, n=cfg.text_n, seed=cfg.seed)
     ambiguous = [it for it in chosen["eval"] if it.is_ambiguous and it.bias_target_loc is not None]

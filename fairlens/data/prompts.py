@@ -54,6 +54,15 @@ def _block(item: BBQItem) -> str:
     return f"{item.context} {item.question}\nA. {a0}\nB. {a1}\nC. {a2}"
 
 
+def instruction_lead(instruction: str | None) -> str:
+    """``"{instruction}\\n\\n"`` — how an instruction opens any prompt; ``""`` for none or blank.
+
+    One definition, so the prompting baseline puts the same text before BBQ questions, open-ended
+    prompts and scored sentences.
+    """
+    return f"{instruction.strip()}\n\n" if instruction and instruction.strip() else ""
+
+
 def format_prompt(
     item: BBQItem,
     fmt: PromptFormat = "zero_shot",
@@ -91,7 +100,7 @@ def format_prompt(
             f"shots were given but the prompt format is {fmt!r}, which does not use them.",
             'pass fmt="few_shot", or drop shots.',
         )
-    lead = f"{instruction.strip()}\n\n" if instruction and instruction.strip() else ""
+    lead = instruction_lead(instruction)
     zero_shot = f"{_block(item)}\nAnswer:"
     if fmt == "zero_shot":
         return lead + zero_shot

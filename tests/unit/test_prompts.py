@@ -15,6 +15,7 @@ from fairlens.data import (
     few_shot_examples,
     format_prompt,
 )
+from fairlens.data.prompts import instruction_lead
 from fairlens.errors import ConfigError
 
 
@@ -59,6 +60,14 @@ ZERO_SHOT = (
 def test_zero_shot_exact():
     assert format_prompt(ITEM) == ZERO_SHOT
     assert format_prompt(ITEM, "zero_shot") == ZERO_SHOT
+
+
+def test_instruction_lead_opens_the_prompt_once():
+    assert instruction_lead("  Be fair. ") == "Be fair.\n\n"
+    assert instruction_lead(None) == instruction_lead("  \n") == ""
+    item = make_item()
+    assert format_prompt(item, instruction=" Be fair.") == "Be fair.\n\n" + format_prompt(item)
+    assert format_prompt(item, instruction="   ") == format_prompt(item)
 
 
 def test_few_shot_exact():
