@@ -9,11 +9,13 @@
   activations there (:func:`dsv_at_colon`).
 * :func:`pca_direction` and the probe weights (``SweepResult.coef``) for comparison, and
   :func:`cosine` between any two.
+* :func:`project_out` — erase a direction from activations (the panel's ``ablation`` method and
+  :func:`fairlens.analysis.ablation.directional_ablation`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -159,3 +161,32 @@ def cosine(a: Float[Tensor, "... d"], b: Float[Tensor, "... d"]) -> Float[Tensor
     num = (a * b).sum(-1)
     den = a.norm(dim=-1) * b.norm(dim=-1)
     return torch.where(den > 0, num / den.clamp_min(1e-30), torch.zeros_like(num))
+
+
+def project_out(
+    direction: Float[Tensor, " d"], *, where: str = "the hook point"
+) -> Callable[[Float[Tensor, "... d"]], Float[Tensor, "... d"]]:
+    """``fn(act) -> act - (act . u) u`` with ``u = direction / |direction|``.
+
+    The orthogonal-projection eraser (LEACE for one direction under isotropic covariance); ``where``
+    names the hook point in the error raised when the activation width differs from the direction's.
+
+    Raises:
+        ConfigError: ``direction`` is zero or not finite; later, an activation of another width.
+    """
+    u = torch.as_tensor(direction, dtype=torch.float32).flatten()
+    norm = float(u.norm())
+    if not 0.0 < norm < float("inf"):  # also refuses NaN
+        raise ConfigError("the ablation direction is zero or not finite.")
+    u = u / norm
+
+    def fn(act: Float[Tensor, "... d"]) -> Float[Tensor, "... d"]:
+        if act.shape[-1] != u.shape[0]:
+            raise ConfigError(
+                f"direction has {u.shape[0]} dims but {where} has {act.shape[-1]}.",
+                "Use a direction computed at this hook point.",
+            )
+        v = u.to(act.device, act.dtype)
+        return act - (act @ v)[..., None] * v
+
+    return fn

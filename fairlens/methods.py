@@ -19,10 +19,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import torch
-from torch import Tensor
-
 from fairlens.batching import is_hooked
+from fairlens.directions import project_out
 from fairlens.errors import ConfigError
 from fairlens.hooks import temporary_hf_hook, temporary_hooks
 from fairlens.models import get_model_info
@@ -35,7 +33,6 @@ __all__ = [
     "check_methods",
     "method_context",
     "method_instruction",
-    "project_out",
 ]
 
 DEBIAS_INSTRUCTION = (
@@ -74,31 +71,6 @@ def check_methods(methods: tuple[str, ...] | list[str], fairsteer: Any | None) -
 def method_instruction(method: str) -> str | None:
     """The text put before every input for ``method`` (only the prompting baseline has one)."""
     return DEBIAS_INSTRUCTION if method == "prompt" else None
-
-
-def project_out(direction: Tensor, *, where: str = "the hook point") -> Any:
-    """``fn(act) -> act`` removing the component along ``direction`` (normalised here).
-
-    Shared by the panel's ``ablation`` method and
-    :func:`fairlens.analysis.ablation.directional_ablation`; ``where`` names the hook point in the
-    error raised when the activation width differs from the direction's.
-    """
-    u = torch.as_tensor(direction, dtype=torch.float32).flatten()
-    norm = float(u.norm())
-    if not norm > 0.0 or norm != norm or norm == float("inf"):
-        raise ConfigError("the ablation direction is zero or not finite.")
-    u = u / norm
-
-    def fn(act: Tensor) -> Tensor:
-        if act.shape[-1] != u.shape[0]:
-            raise ConfigError(
-                f"direction has {u.shape[0]} dims but {where} has {act.shape[-1]}.",
-                "Use a direction computed at this hook point.",
-            )
-        v = u.to(act.device, act.dtype)
-        return act - (act @ v)[..., None] * v
-
-    return fn
 
 
 @contextmanager

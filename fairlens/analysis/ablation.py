@@ -26,9 +26,9 @@ from tqdm.auto import tqdm
 
 from fairlens.batching import length_sorted_chunks, model_device, pad_id, pad_sequences
 from fairlens.data import BBQItem, PromptFormat
+from fairlens.directions import project_out
 from fairlens.errors import ConfigError, HookPointError
 from fairlens.hooks import hook_name, parse_hook_name, temporary_hooks, validate_hook
-from fairlens.methods import project_out
 from fairlens.metrics import bbq_metrics
 from fairlens.scoring import ScoringMode, score_items
 

@@ -9,6 +9,7 @@ import torch
 
 from fairlens.data import split_by_template
 from fairlens.data.crows_pairs import CrowsPair
+from fairlens.directions import project_out
 from fairlens.errors import ConfigError
 from fairlens.fairsteer import FairSteer, FairSteerConfig
 from fairlens.hooks import count_hooks
@@ -17,7 +18,6 @@ from fairlens.methods import (
     PANEL_METHODS,
     method_context,
     method_instruction,
-    project_out,
 )
 from fairlens.panel import PanelConfig, evaluate_panel
 from fairlens.testing import tiny_hooked
@@ -126,8 +126,13 @@ def test_ablation_removes_the_dsv_component(setup):
     assert (cache[fs.hook_name_] @ (u / u.norm())).abs().max() < 1e-3
     assert (plain[fs.hook_name_] @ (u / u.norm())).abs().max() > 1e-2
     assert count_hooks(hooked) == 0
-    with pytest.raises(ConfigError, match="zero or not finite"):
-        project_out(torch.zeros(4))
+    for bad in (
+        torch.zeros(4),
+        torch.tensor([float("nan"), 1.0]),
+        torch.tensor([float("inf"), 1.0]),
+    ):
+        with pytest.raises(ConfigError, match="zero or not finite"):
+            project_out(bad)
 
 
 def test_refusals(setup):
