@@ -137,48 +137,171 @@ def _cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_run(args: argparse.Namespace) -> int:
-    from fairlens.pipeline import RunConfig, run_pipeline
+def _run_config(args: argparse.Namespace, **fixed: Any) -> Any:
+    """A RunConfig from the flags (each flag's dest is the RunConfig field it sets)."""
+    from dataclasses import fields
 
-    overrides = {
-        "name": args.name,
-        "model": args.model,
-        "data_dir": args.data_dir,
-        "categories": tuple(args.categories) if args.categories else None,
-        "probe_per_category": args.probe_per_category,
-        "eval_per_category": args.eval_per_category,
-        "select_per_category": args.select_per_category,
-        "scoring": args.scoring,
-        "prompt_format": args.format,
-        "layer": args.layer,
-        "selection": args.selection,
-        "alpha": args.alpha,
-        "tau": args.tau,
-        "dsv_position": args.dsv_position,
-        "batch_size": args.batch_size,
-        "eval_backend": args.eval_backend,
-        "methods": tuple(args.methods) if args.methods else None,
-        "suites": tuple(args.suites) if args.suites else None,
-        "crows_per_type": args.crows_per_type,
-        "open_per_category": args.open_per_category,
-        "open_crows_per_type": args.open_crows_per_type,
-        "max_new_tokens": args.max_new_tokens,
-        "text_n": args.text_n,
-        "text_file": args.text_file,
-        "threads": args.threads,
-        "seed": args.seed,
-        "out_dir": args.out_dir,
-    }
+    from fairlens.pipeline import RunConfig
+
+    overrides: dict[str, Any] = {}
+    for f in fields(RunConfig):
+        value = getattr(args, f.name, None)
+        if value is not None:
+            overrides[f.name] = tuple(value) if isinstance(value, list) else value
+    overrides.update(fixed)
     if args.config:
-        cfg = RunConfig.from_file(args.config, **overrides)
-    else:
-        cfg = RunConfig(**{k: v for k, v in overrides.items() if v is not None})
+        if args.preset:
+            overrides["preset"] = args.preset
+        return RunConfig.from_file(args.config, **overrides)
+    return RunConfig.from_preset(overrides.pop("preset", None), **overrides)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from fairlens.pipeline import run_pipeline
+
+    cfg = _run_config(args)
     report = run_pipeline(
-        cfg, progress=True, log=lambda msg: print(f"[fairlens] {msg}", file=sys.stderr)
+        cfg,
+        progress=True,
+        log=lambda msg: print(f"[fairlens] {msg}", file=sys.stderr),
+        restart=args.restart,
     )
     print(report["_markdown"])
     print(f"report: {cfg.out_dir}/{cfg.name}/report.json and report.md")
     return 0
+
+
+def _cmd_search(args: argparse.Namespace) -> int:
+    from fairlens.pipeline import search_pipeline
+
+    cfg = _run_config(args, search=True)
+    result = search_pipeline(
+        cfg,
+        progress=True,
+        log=lambda msg: print(f"[fairlens] {msg}", file=sys.stderr),
+        restart=args.restart,
+    )
+    print(result.markdown())
+    print(f"search: {cfg.out_dir}/{cfg.name}/search/ (search.json, search.md, heatmaps)")
+    return 0
+
+
+def _floats(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
+def _add_fit_flags(p: argparse.ArgumentParser) -> None:
+    """Flags shared by ``run`` and ``search``: data, splits, the fit and the selection."""
+    from fairlens.directions import DIRECTION_METHODS
+    from fairlens.gates import GATES
+    from fairlens.pipeline import PRESETS
+
+    p.add_argument(
+        "--config", default=None, help="JSON file with RunConfig fields (flags override it)"
+    )
+    p.add_argument(
+        "--preset",
+        default=None,
+        choices=sorted(PRESETS),
+        help="named settings: 'paper' = the FairSteer paper's recipe (BAD data zero- and 8-shot "
+        "plus MMLU anchors, DSV, layer by BBQ accuracy over all layers, alpha=1 absolute); "
+        "meant for a GPU, use --limit on a CPU",
+    )
+    p.add_argument("--name", default=None, help="run folder name (default smollm2-demo)")
+    p.add_argument("--model", default=None)
+    p.add_argument("--threads", type=int, default=None)
+    _add_data_dir(p)
+    p.add_argument("--categories", nargs="*", default=None)
+    p.add_argument("--probe-per-category", type=int, default=None)
+    p.add_argument(
+        "--dsv-per-category", type=int, default=None, help="contrastive pairs per category"
+    )
+    p.add_argument("--select-per-category", type=int, default=None)
+    p.add_argument("--eval-per-category", type=int, default=None)
+    p.add_argument(
+        "--limit", type=int, default=None, help="cap on items per category in every split"
+    )
+    p.add_argument("--scoring", choices=["letter", "loglik"], default=None)
+    p.add_argument(
+        "--format", dest="prompt_format", choices=["zero_shot", "few_shot", "chat"], default=None
+    )
+    p.add_argument(
+        "--layer", type=int, default=None, help="fixed steering layer (skip layer selection)"
+    )
+    p.add_argument(
+        "--selection",
+        choices=["search", "bbq", "probe"],
+        default=None,
+        help="how layer and alpha are chosen on the select split: search (default: highest "
+        "ambiguous accuracy with disambiguated accuracy >= base - margin), bbq (the reference: "
+        "overall accuracy at a fixed alpha), probe (best probe accuracy; comparison only)",
+    )
+    p.add_argument("--direction", choices=list(DIRECTION_METHODS), default=None)
+    p.add_argument("--gate", choices=list(GATES), default=None)
+    p.add_argument("--scope", choices=["colon", "band", "all"], default=None)
+    p.add_argument("--band-width", type=int, default=None)
+    p.add_argument(
+        "--alpha", type=_floats, default=None, help="fixed strength (skips the alpha search)"
+    )
+    p.add_argument("--alphas", nargs="+", type=_floats, default=None, help="strengths searched")
+    p.add_argument("--alpha-unit", choices=["relative", "absolute"], default=None)
+    p.add_argument("--tau", type=_floats, default=None)
+    p.add_argument(
+        "--margin",
+        type=_floats,
+        default=None,
+        help="largest drop of disambiguated accuracy below base accepted (fraction, default 0.02)",
+    )
+    p.add_argument(
+        "--mmlu-anchors",
+        type=int,
+        default=None,
+        help="MMLU questions added as unbiased BAD anchors",
+    )
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--out-dir", default=None)
+    p.add_argument(
+        "--restart",
+        action="store_true",
+        help="delete the run folder first (default: resume a run with the same fit settings)",
+    )
+
+
+def _add_search_flags(p: argparse.ArgumentParser) -> None:
+    from fairlens.directions import DIRECTION_METHODS
+    from fairlens.gates import GATES
+    from fairlens.search import SCOPES
+
+    p.add_argument(
+        "--search-directions",
+        nargs="+",
+        choices=list(DIRECTION_METHODS),
+        default=None,
+        help="direction methods in the grid (default: all)",
+    )
+    p.add_argument(
+        "--search-layer-stride", type=int, default=None, help="every k-th layer (default 1)"
+    )
+    p.add_argument(
+        "--search-alphas", nargs="+", type=_floats, default=None, help="relative strengths"
+    )
+    p.add_argument("--search-scopes", nargs="+", choices=list(SCOPES), default=None)
+    p.add_argument(
+        "--search-band-directions",
+        nargs="+",
+        choices=list(DIRECTION_METHODS),
+        default=None,
+        help="directions also searched as bands (default: dsv probe)",
+    )
+    p.add_argument("--search-gates", nargs="+", choices=list(GATES), default=None)
+    p.add_argument("--search-taus", nargs="+", type=_floats, default=None)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -236,27 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
     score.set_defaults(func=_cmd_score)
 
     run = sub.add_parser("run", help="the full FairSteer pipeline -> runs/<name>/")
-    run.add_argument(
-        "--config", default=None, help="JSON file with RunConfig fields (flags override it)"
-    )
-    run.add_argument("--name", default=None, help="run folder name (default smollm2-demo)")
-    run.add_argument("--model", default=None)
-    run.add_argument("--threads", type=int, default=None)
-    _add_data_dir(run)
-    run.add_argument("--categories", nargs="*", default=None)
-    run.add_argument("--probe-per-category", type=int, default=None)
-    run.add_argument("--select-per-category", type=int, default=None)
-    run.add_argument("--eval-per-category", type=int, default=None)
-    run.add_argument("--scoring", choices=["letter", "loglik"], default=None)
-    run.add_argument("--format", choices=["zero_shot", "few_shot", "chat"], default=None)
-    run.add_argument(
-        "--layer", type=int, default=None, help="fixed steering layer (skip selection)"
-    )
-    run.add_argument("--selection", choices=["probe", "bbq"], default=None)
-    run.add_argument("--alpha", type=float, default=None)
-    run.add_argument("--tau", type=float, default=None)
-    run.add_argument("--dsv-position", choices=["answer", "colon"], default=None)
-    run.add_argument("--batch-size", type=int, default=None)
+    _add_fit_flags(run)
     run.add_argument(
         "--eval-backend",
         choices=["tl", "hf"],
@@ -281,9 +384,33 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--text-file", default=None, help="plain-text corpus (paragraphs separated by blank lines)"
     )
-    run.add_argument("--seed", type=int, default=None)
-    run.add_argument("--out-dir", default=None)
+    run.add_argument(
+        "--search",
+        action="store_true",
+        default=None,
+        help="also run the steering search over direction families (see `fairlens search`)",
+    )
+    _add_search_flags(run)
     run.set_defaults(func=_cmd_run)
+
+    search = sub.add_parser(
+        "search",
+        help="the steering search: direction x layer x alpha x scope x mode x gate x tau",
+        description=(
+            "Fit on the fit split (BAD labels, gates, every direction method), score every "
+            "steering variant on the template-disjoint SELECTION split (prefix-cached: one "
+            "one-token forward per static variant, dynamic variants composed), choose one by a "
+            "rule declared before scoring (default: highest ambiguous accuracy among variants "
+            "whose disambiguated accuracy is >= base - 2 points; --margin), then score the winner, "
+            "the best variant of each direction family and mode, and the paper's settings ONCE on "
+            "the eval split with 95%% intervals, paired bootstrap gains and McNemar's p. Writes "
+            "runs/<name>/search/ (search.json, search.md, heatmaps); an interrupted search "
+            "resumes from its saved per-variant results."
+        ),
+    )
+    _add_fit_flags(search)
+    _add_search_flags(search)
+    search.set_defaults(func=_cmd_search)
 
     from fairlens.figures import register_cli as register_figures
 

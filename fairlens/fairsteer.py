@@ -1,62 +1,110 @@
-"""FairSteer: fit once (probe + DSV + layer), then steer any forward or generation.
+"""FairSteer: fit once (gate + direction + layer + strength), then steer any forward or generation.
 
-``FairSteer(config).fit(model, probe_items, dsv_items, select_items)`` runs the three stages of the
-method on *disjoint* item sets (pass template-disjoint splits; the split hashes are recorded):
+``FairSteer(config).fit(model, probe_items, dsv_items, select_items)`` runs the method on *disjoint*
+item sets (template-disjoint splits; the split hashes are recorded):
 
-1. **BAD** — score ``probe_items`` with the unsteered model, label each last-prompt-token activation
-   ``y=1`` (answered the gold label) or ``y=0`` (picked the bias target, gold != target), drop the
-   rest, and sweep one linear probe per layer (validated across templates).
-2. **DSV** — mean activation difference over contrastive pairs built from ``dsv_items``.
-3. **Layer** — by probe accuracy (``selection="probe"``) or by BBQ accuracy under dynamic steering
-   on ``select_items`` (``selection="bbq"``, the reference code's criterion; the ``top_k`` layers by
-   probe accuracy are tried).
+1. **BAD** — one pass of the unsteered model over ``probe_items`` (prefix-cached on the plain
+   transformers model): each item's answer gives its label (1 answered gold, 0 picked the bias
+   target); one linear probe per layer on the ``:`` activations, validated across templates. The
+   control gates (``"context"``, ``"ambig"``, see :mod:`fairlens.gates`) are fitted beside it.
+2. **Direction** — the configured method of the registry (:mod:`fairlens.directions.registry`;
+   default ``"dsv"``: FairSteer's contrastive pairs from ``dsv_items``) at every candidate layer.
+3. **Layer and strength** (``selection``):
 
-The fitted object steers with ``with fs.steering(model, mode="dynamic"): ...`` and saves/loads as
-safetensors + JSON, refusing to be applied to a different model.
+   * ``"search"`` (default): the layer (all candidates) and ``alpha`` (``alphas``, relative to the
+     mean residual norm at ``:``) that give the highest ambiguous accuracy on ``select_items`` under
+     dynamic steering, among settings whose disambiguated accuracy is at least base - ``margin``
+     (:class:`fairlens.search.SelectionRule`); probe accuracy is never the criterion;
+   * ``"bbq"``: the reference code's criterion: overall BBQ accuracy on ``select_items`` under
+     dynamic steering at a fixed ``alpha``, over every candidate layer (the paper preset);
+   * ``"probe"``: the layer with the best BAD-probe validation accuracy (for comparison only: on
+     small validation sets this has a large winner's curse).
+
+The fitted object steers with ``with fs.steering(model): ...`` and saves/loads as safetensors +
+JSON, refusing to be applied to a different model.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from tqdm.auto import tqdm
+from jaxtyping import Bool, Float
+from torch import Tensor
 
+from fairlens._version import __version__
 from fairlens.artifacts import load_artifact, save_artifact
-from fairlens.batching import encode
-from fairlens.data import BBQItem, PromptFormat, content_hash, contrastive_pairs
-from fairlens.directions import Directions, compute_dsv, cosine, dsv_at_colon, pca_direction
-from fairlens.errors import ConfigError, NotFittedError
-from fairlens.extraction import extract_activations
+from fairlens.data import BBQItem, PromptFormat
+from fairlens.directions import DIRECTION_METHODS, Directions, cosine, get_direction_method
+from fairlens.errors import ArtifactError, ConfigError, NotFittedError
+from fairlens.fitting import FitData, check_disjoint
+from fairlens.gates import GATES, get_gate
 from fairlens.hooks import HOOK_KINDS, hook_name
-from fairlens.metrics import accuracy, probe_labels
+from fairlens.metrics import accuracy
 from fairlens.models import ModelInfo, get_model_info
-from fairlens.scoring import ScoreResult, ScoringMode, build_prompts, score_items
+from fairlens.scoring import ScoringMode
 from fairlens.steering import GateStats, PositionPolicy, Steerer, SteeringConfig, SteerMode
-from fairlens.sweep import SweepResult, probe_sweep
+from fairlens.sweep import SweepResult
+
+Selection = Literal["search", "bbq", "probe"]
+SELECTIONS: tuple[str, ...] = ("search", "bbq", "probe")
+DEFAULT_ALPHAS: tuple[float, ...] = (0.1, 0.2, 0.4, 0.8)
 
 
 @dataclass(frozen=True)
 class FairSteerConfig:
-    """Hyper-parameters of a FairSteer fit (paper defaults)."""
+    """Hyper-parameters of a FairSteer fit.
+
+    Attributes:
+        hook_kind: Residual-width hook steered and probed (``"resid_post"``: the paper's).
+        layers: Candidate layers (None: all).
+        layer: A fixed steering layer (skips layer selection).
+        direction: Direction method (:data:`fairlens.directions.DIRECTION_METHODS`; ``"dsv"``).
+        gate: Gate (:data:`fairlens.gates.GATES`; ``"bad"``: the paper's BAD probe).
+        scope: ``"colon"`` (one layer at the steered position), ``"band"`` (``band_width``
+            consecutive layers, gated once at the first) or ``"all"`` (every position).
+        band_width: Layers in a band.
+        selection: How layer and strength are chosen (module docstring).
+        alpha: A fixed strength (in ``alpha_unit``); None: searched over ``alphas`` by
+            ``selection="search"``, 1.0 for the other selections.
+        alphas: Strengths tried by ``selection="search"``.
+        alpha_unit: ``"relative"`` (alpha x the mean residual norm at ``:`` of the layer, along the
+            unit direction) or ``"absolute"`` (alpha x the raw vector: the paper's alpha = 1).
+        tau: Gate threshold on P(leave alone) (paper: 0.5).
+        margin: ``selection="search"``: the largest drop of disambiguated accuracy below base
+            accepted on the selection split (a fraction: 0.02 = 2 points).
+        C: Probe regularisation (paper: 1.0).
+        n_dsv_per_category: Contrastive pairs per category (paper: 10).
+        scoring: How answers are read (``"letter"``: the paper's; ``"loglik"``).
+        prompt_format: Prompt format.
+        positions: Position policy (None: ``"generated"`` for letter scoring, ``"all"`` for loglik
+            and for scope ``"all"``).
+        batch_size: Prompts per forward pass.
+        seed: Probe split and pair choice.
+    """
 
     hook_kind: str = "resid_post"
-    layers: tuple[int, ...] | None = None  # candidate layers; None = all
-    layer: int | None = None  # fixed steering layer (skips selection)
-    selection: Literal["probe", "bbq"] = "probe"
-    top_k: int = 3  # layers tried by selection="bbq"
-    alpha: float = 1.0
+    layers: tuple[int, ...] | None = None
+    layer: int | None = None
+    direction: str = "dsv"
+    gate: str = "bad"
+    scope: Literal["colon", "band", "all"] = "colon"
+    band_width: int = 3
+    selection: Selection = "search"
+    alpha: float | None = None
+    alphas: tuple[float, ...] = DEFAULT_ALPHAS
+    alpha_unit: Literal["relative", "absolute"] = "relative"
     tau: float = 0.5
+    margin: float = 0.02
     C: float = 1.0
-    dsv_position: Literal["answer", "colon"] = "answer"
     n_dsv_per_category: int | None = 10
     scoring: ScoringMode = "letter"
     prompt_format: PromptFormat = "zero_shot"
-    positions: PositionPolicy | None = None  # None: "generated" for letter, "all" for loglik
+    positions: PositionPolicy | None = None
     batch_size: int = 16
     seed: int = 42
 
@@ -66,27 +114,47 @@ class FairSteerConfig:
                 f"hook_kind must be a residual-width hook ({', '.join(k for k in HOOK_KINDS if k != 'z')}), "
                 f"got {self.hook_kind!r}."
             )
-        if self.selection not in ("probe", "bbq"):
-            raise ConfigError(f"selection must be 'probe' or 'bbq', got {self.selection!r}.")
-        if self.dsv_position not in ("answer", "colon"):
+        if self.selection not in SELECTIONS:
             raise ConfigError(
-                f"dsv_position must be 'answer' or 'colon', got {self.dsv_position!r}."
+                f"selection must be one of {', '.join(SELECTIONS)}, got {self.selection!r}."
+            )
+        get_direction_method(self.direction)
+        get_gate(self.gate)
+        if self.scope not in ("colon", "band", "all"):
+            raise ConfigError(f"scope must be 'colon', 'band' or 'all', got {self.scope!r}.")
+        if self.scope == "band" and self.band_width < 2:
+            raise ConfigError(f"band_width must be >= 2, got {self.band_width}.")
+        if self.alpha_unit not in ("relative", "absolute"):
+            raise ConfigError(
+                f"alpha_unit must be 'relative' or 'absolute', got {self.alpha_unit!r}."
             )
         if self.scoring not in ("letter", "loglik"):
             raise ConfigError(f"scoring must be 'letter' or 'loglik', got {self.scoring!r}.")
-        if self.top_k < 1 or self.batch_size < 1:
-            raise ConfigError("top_k and batch_size must be >= 1.")
-        SteeringConfig(alpha=self.alpha, tau=self.tau)  # validates alpha/tau
+        if self.batch_size < 1:
+            raise ConfigError("batch_size must be >= 1.")
+        from fairlens.search import SelectionRule, _finite_tuple
+
+        if not self.alphas:
+            raise ConfigError("alphas needs at least one value.")
+        _finite_tuple("alphas", self.alphas, low=0.0)
+        SelectionRule(margin=self.margin)  # validates the margin
+        SteeringConfig(alpha=self.strength, tau=self.tau)  # validates alpha/tau
+
+    @property
+    def strength(self) -> float:
+        """The fixed alpha (1.0 when unset)."""
+        return 1.0 if self.alpha is None else float(self.alpha)
 
     @property
     def steer_positions(self) -> PositionPolicy:
         if self.positions is not None:
             return self.positions
-        return "all" if self.scoring == "loglik" else "generated"
+        return "all" if self.scoring == "loglik" or self.scope == "all" else "generated"
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["layers"] = list(self.layers) if self.layers is not None else None
+        out["alphas"] = list(self.alphas)
         return out
 
     @classmethod
@@ -96,8 +164,9 @@ class FairSteerConfig:
         if unknown:
             raise ConfigError(f"Unknown FairSteer config keys: {unknown}; valid: {sorted(known)}.")
         data = dict(data)
-        if data.get("layers") is not None:
-            data["layers"] = tuple(data["layers"])
+        for key in ("layers", "alphas"):
+            if data.get(key) is not None:
+                data[key] = tuple(data[key])
         return cls(**data)
 
 
@@ -113,138 +182,163 @@ class FairSteer:
         self,
         model: Any,
         probe_items: Sequence[BBQItem],
-        dsv_items: Sequence[BBQItem],
+        dsv_items: Sequence[BBQItem] = (),
         select_items: Sequence[BBQItem] | None = None,
         *,
+        tokenizer: Any | None = None,
         shots: Sequence[BBQItem] | None = None,
+        fit_data: FitData | None = None,
         progress: bool = False,
+        log: Any = None,
     ) -> FairSteer:
-        """Fit probe, DSV and layer on ``model``; see the module docstring. Returns ``self``."""
+        """Fit gate, direction, layer and strength on ``model``; see the module docstring.
+
+        Args:
+            model: The plain transformers model (fast path: prefix-cached, recommended) or a
+                ``HookedTransformer`` (the analysis path: same numbers, whole prompts re-run).
+            probe_items: BAD items.
+            dsv_items: Items for the contrastive pairs (needed by the ``"dsv"`` directions).
+            select_items: The selection split (needed by ``selection="search"`` and ``"bbq"``).
+            tokenizer: For a plain transformers model.
+            shots: Few-shot examples (``prompt_format="few_shot"``).
+            fit_data: A :class:`~fairlens.fitting.FitData` already computed on these items (reused,
+                e.g. by the search); must match ``probe_items``.
+            progress: Progress bars.
+            log: ``log(message)`` for stage messages.
+
+        Returns:
+            ``self``.
+        """
         cfg = self.config
-        info = get_model_info(model)
-        n_layers = model.cfg.n_layers
-        layers = list(cfg.layers) if cfg.layers is not None else list(range(n_layers))
-        for layer in [*layers, *([cfg.layer] if cfg.layer is not None else [])]:
-            hook_name(cfg.hook_kind, layer, n_layers=n_layers)
-        if cfg.layer is not None and cfg.layer not in layers:
-            layers.append(cfg.layer)
-        _check_disjoint({"probe": probe_items, "dsv": dsv_items, "select": select_items or []})
-        if cfg.selection == "bbq" and cfg.layer is None and not select_items:
-            raise ConfigError("selection='bbq' needs select_items (a held-out selection split).")
-
-        # 1. BAD: labels from the unsteered model's own answers, activations at the last prompt token.
-        base = self._score(model, probe_items, shots, progress)
-        keep, y = probe_labels(probe_items, base.predictions)
-        kept = [probe_items[i] for i in keep]
-        n_pos, n_neg = int((y == 1).sum()), int((y == 0).sum())
-        if min(n_pos, n_neg) < 10:
+        say = log or (lambda _m: None)
+        needs_select = cfg.selection in ("search", "bbq") and not (
+            cfg.layer is not None and (cfg.alpha is not None or cfg.selection == "bbq")
+        )
+        if needs_select and not select_items:
             raise ConfigError(
-                f"Too few labelled examples for the probe: {n_pos} unbiased and {n_neg} biased answers "
-                f"among {len(probe_items)} probe items (need >= 10 of each).",
-                "Use more probe items, another scoring mode (--scoring loglik) or a stronger model.",
+                f"selection={cfg.selection!r} needs select_items (a held-out selection split).",
+                "pass select_items, or fix the layer and alpha, or use selection='probe'.",
             )
-        tok = model.tokenizer
-        seqs = encode(tok, build_prompts(kept, cfg.prompt_format, tok, shots))
-        acts = extract_activations(
-            model,
-            seqs,
-            hooks=cfg.hook_kind,
-            layers=layers,
-            uids=[it.uid for it in kept],
-            batch_size=cfg.batch_size,
-            position="last_prompt_token",
-            progress=progress,
-        ).with_labels(torch.as_tensor(y))
-        sweep = probe_sweep(
-            acts.acts,
-            y,
-            layers=layers,
-            hook_names=acts.hook_names,
-            C=cfg.C,
-            seed=cfg.seed,
-            groups=[f"{it.category}/{it.question_index}" for it in kept],
-            progress=progress,
-        )
-
-        # 2. DSV at every candidate layer.
-        if cfg.dsv_position == "answer":
-            pairs = contrastive_pairs(
-                dsv_items,
-                cfg.prompt_format,
-                tokenizer=tok,
-                shots=shots,
-                n_per_category=cfg.n_dsv_per_category,
-                seed=cfg.seed,
+        if needs_select and cfg.scoring != "letter":
+            raise ConfigError(
+                f"selection={cfg.selection!r} scores steering variants with a prefix cache, which "
+                "needs letter scoring.",
+                "use scoring='letter', or selection='probe' (or a fixed layer and alpha) with loglik.",
             )
-            dsv = compute_dsv(
+        check_disjoint({"probe": probe_items, "dsv": dsv_items, "select": select_items or []})
+        if fit_data is None:
+            say("BAD pass over the probe items")
+            fit_data = FitData(
                 model,
-                pairs,
-                hooks=cfg.hook_kind,
-                layers=layers,
+                probe_items,
+                dsv_items,
+                tokenizer=tokenizer,
+                hook_kind=cfg.hook_kind,
+                layers=_candidate_layers(cfg),
+                prompt_format=cfg.prompt_format,
+                shots=shots,
                 batch_size=cfg.batch_size,
+                n_dsv_per_category=cfg.n_dsv_per_category,
+                C=cfg.C,
+                seed=cfg.seed,
                 progress=progress,
+                scoring=cfg.scoring,
             )
-        else:
-            dsv = dsv_at_colon(acts)
+        elif [it.uid for it in fit_data.probe_items] != [it.uid for it in probe_items]:
+            raise ConfigError("fit_data was computed on other probe items.", "pass matching items.")
+        fit = fit_data
+        self._fit_gates(fit)
+        say(f"direction {cfg.direction!r} at {len(fit.layers)} layers")
+        self.dsv_: Directions = fit.direction(cfg.direction)
+        self.residual_norms_: Tensor = fit.residual_norms.float().clone()
+        self.direction_cosines_ = _cosines(fit, self.dsv_)
+        self.model_info_: ModelInfo = get_model_info(model)
+        from fairlens.gates import gate_labels, label_composition
 
-        # Comparison directions (same layers): probe weights, first PC, and the DSV at the other
-        # read position; cosines per layer go into reports.
-        colon = dsv if cfg.dsv_position == "colon" else dsv_at_colon(acts)
-        pca = pca_direction(acts)
-        probe_dirs = sweep.coef.float()
-        self.direction_cosines_ = {
-            "layers": list(sweep.layers),
-            "dsv_vs_probe": cosine(dsv.vectors, probe_dirs).tolist(),
-            "dsv_vs_pca": cosine(dsv.vectors, pca.vectors).tolist(),
-            "probe_vs_pca": cosine(probe_dirs, pca.vectors).tolist(),
-            "dsv_answer_vs_colon": cosine(dsv.vectors, colon.vectors).tolist(),
+        _, y = gate_labels("bad", fit.probe_items, fit.predictions)
+        self.probe_counts_ = {
+            "n_probe_items": len(probe_items),
+            "unbiased": int((y == 1).sum()),
+            "biased": int((y == 0).sum()),
         }
-        self.sweep_: SweepResult = sweep
-        self.dsv_: Directions = dsv
-        self.model_info_: ModelInfo = info
-        self.probe_counts_ = {"n_probe_items": len(probe_items), "unbiased": n_pos, "biased": n_neg}
-        self.base_probe_accuracy_ = accuracy(probe_items, base.predictions)
-        self.split_hashes_ = {
-            "probe": content_hash(probe_items),
-            "dsv": content_hash(dsv_items),
-            "select": content_hash(select_items) if select_items else None,
-        }
+        self.label_composition_ = label_composition(fit.probe_items, fit.predictions)
+        self.base_probe_accuracy_ = accuracy(probe_items, fit.predictions)
+        self.split_hashes_ = {**fit.split_hashes(), "select": _hash(select_items)}
         self.fitted_templates_ = sorted(
-            {
-                f"{it.category}/{it.question_index}"
-                for it in [*probe_items, *dsv_items, *(select_items or [])]
-            }
+            f"{c}/{q}"
+            for c, q in {it.template_id for it in [*probe_items, *dsv_items, *(select_items or [])]}
         )
-        self.selection_scores_: dict[int, float] = {}
-        # 3. Layer selection.
-        if cfg.layer is not None:
-            self.layer_ = cfg.layer
-        elif cfg.selection == "probe":
-            self.layer_ = sweep.best_layer()
-        else:
-            assert select_items
-            ranked = sorted(sweep.scores, key=lambda s: -s.accuracy)[: cfg.top_k]
-            for score in tqdm(ranked, desc="selecting layer", disable=not progress):
-                self.layer_ = score.layer
-                with self.steering(model, mode="dynamic"):
-                    res = self._score(model, select_items, shots)
-                self.selection_scores_[self.layer_] = accuracy(select_items, res.predictions)
-            self.layer_ = max(self.selection_scores_, key=lambda k: (self.selection_scores_[k], -k))
+        self._select(fit, list(select_items or []), progress, say)
         return self
 
-    def _score(
-        self,
-        model: Any,
-        items: Sequence[BBQItem],
-        shots: Sequence[BBQItem] | None,
-        progress: bool = False,
-    ) -> ScoreResult:
-        """Score items with this config's scoring mode and prompt format (left padding)."""
+    def sweep_or_none(self, gate: str) -> SweepResult | None:
+        return self.gates_.get(gate)
+
+    def _fit_gates(self, fit: FitData) -> None:
         cfg = self.config
-        return score_items(
-            model, items, mode=cfg.scoring, prompt_format=cfg.prompt_format, shots=shots,
-            batch_size=cfg.batch_size, padding_side="left", progress=progress,
-        )  # fmt: skip
+        self.gates_: dict[str, SweepResult] = {}
+        self.gate_notes_: dict[str, str] = {}
+        for name in GATES:
+            result = fit.gate_or_reason(name)
+            if isinstance(result, str):
+                self.gate_notes_[name] = result
+            else:
+                self.gates_[name] = result
+        if cfg.gate not in self.gates_:
+            hint = (
+                "Use more probe items, another scoring mode (--scoring loglik) or a stronger model."
+                if cfg.gate == "bad"
+                else "Use more probe items or another gate."
+            )
+            raise ConfigError(
+                f"Too few labelled examples for the {cfg.gate!r} gate: {self.gate_notes_[cfg.gate]}.",
+                hint,
+            )
+
+    def _select(self, fit: FitData, select_items: list[BBQItem], progress: bool, say: Any) -> None:
+        from fairlens.search import SearchSpace, SelectionRule, Variant, score_variants
+
+        cfg = self.config
+        layers = [cfg.layer] if cfg.layer is not None else list(fit.layers)
+        self.selection_: dict[str, Any] = {"selection": cfg.selection}
+        if cfg.selection == "probe" or (cfg.layer is not None and cfg.alpha is not None):
+            self.layer_ = cfg.layer if cfg.layer is not None else self.gates_[cfg.gate].best_layer()
+            self.alpha_ = cfg.strength
+            self.selection_["rule"] = (
+                "fixed layer and alpha"
+                if cfg.layer is not None
+                else "best probe validation accuracy"
+            )
+            return
+        if cfg.selection == "bbq":
+            alphas: tuple[float, ...] = (cfg.strength,)
+            rule = SelectionRule(metric="acc_overall", constraint=None)
+        else:
+            alphas = (cfg.alpha,) if cfg.alpha is not None else tuple(cfg.alphas)
+            rule = SelectionRule(margin=cfg.margin)
+        space = SearchSpace(
+            directions=(cfg.direction,),
+            layers=tuple(layers),
+            alphas=alphas,
+            alpha_unit=cfg.alpha_unit,
+            scopes=(cfg.scope,),
+            band_width=cfg.band_width,
+            modes=("dynamic",),
+            taus=(cfg.tau,),
+            gates=(cfg.gate,),
+        )
+        from fairlens.search import expand
+
+        variants = expand(space, fit.layers, fit.n_layers)
+        say(f"selecting layer and alpha: {len(variants)} settings on {len(select_items)} items")
+        base, rows, _, _ = score_variants(fit, select_items, variants, progress=progress)
+        best = rule.choose(rows, base)
+        chosen = Variant.from_dict({k: best[k] for k in Variant.__dataclass_fields__})
+        self.layer_ = chosen.layer
+        self.alpha_ = chosen.alpha
+        self.selection_.update(
+            {"rule": rule.describe(), "base": base, "rows": rows, "chosen": best["key"]}
+        )
 
     # ------------------------------------------------------------------ applying
     def _check_fitted(self) -> None:
@@ -255,9 +349,39 @@ class FairSteer:
             )
 
     @property
+    def sweep_(self) -> SweepResult:
+        """The probe sweep of the gate in use (``config.gate``)."""
+        self._check_fitted()
+        return self.gates_[self.config.gate]
+
+    @property
     def hook_name_(self) -> str:
         self._check_fitted()
         return hook_name(self.config.hook_kind, self.layer_)
+
+    @property
+    def layers_(self) -> tuple[int, ...]:
+        """Every steered layer (one, or the band)."""
+        self._check_fitted()
+        width = self.config.band_width if self.config.scope == "band" else 1
+        return tuple(range(self.layer_, self.layer_ + width))
+
+    def relative_strength(self, alpha: float | None = None, layer: int | None = None) -> float:
+        """``||alpha v|| / mean ||h||`` at the (first) steered layer."""
+        layer = self.layer_ if layer is None else layer
+        hook = hook_name(self.config.hook_kind, layer)
+        vec = self._vector(hook, self.alpha_ if alpha is None else alpha)
+        return float(vec.norm()) / float(self.residual_norms_[self.dsv_.hook_names.index(hook)])
+
+    def _vector(self, hook: str, alpha: float) -> Tensor:
+        """The vector added at ``hook``: alpha (in the config's unit) times the direction."""
+        v = self.dsv_.at(hook).float()
+        if self.config.alpha_unit == "absolute":
+            return alpha * v
+        norm = float(v.norm())
+        if not norm > 0:
+            raise ConfigError(f"the direction at {hook} is zero; a relative strength is undefined.")
+        return alpha * float(self.residual_norms_[self.dsv_.hook_names.index(hook)]) / norm * v
 
     def steerer(
         self,
@@ -268,34 +392,63 @@ class FairSteer:
         positions: PositionPolicy | None = None,
         layer: int | None = None,
     ) -> Steerer:
-        """A :class:`Steerer` for the chosen (or another fitted) layer."""
+        """A :class:`Steerer` for the chosen (or another fitted) layer; ``alpha`` in the config's unit."""
         self._check_fitted()
         layer = self.layer_ if layer is None else layer
-        name = hook_name(self.config.hook_kind, layer)
-        idx = self.sweep_.hook_names.index(name) if name in self.sweep_.hook_names else None
-        if idx is None:
+        cfg = self.config
+        width = cfg.band_width if cfg.scope == "band" else 1
+        names = [hook_name(cfg.hook_kind, v) for v in range(layer, layer + width)]
+        missing = [n for n in names if n not in self.dsv_.hook_names]
+        if missing:
             raise ConfigError(
-                f"Layer {layer} was not fitted; fitted layers: {list(self.sweep_.layers)}."
+                f"Layer(s) {missing} were not fitted; fitted layers: {list(self.sweep_.layers)}."
             )
-        cfg = SteeringConfig(
+        strength = self.alpha_ if alpha is None else alpha
+        gate = self.gates_[cfg.gate]
+        idx = gate.hook_names.index(names[0])
+        config = SteeringConfig(
             mode=mode,
-            alpha=self.config.alpha if alpha is None else alpha,
-            tau=self.config.tau if tau is None else tau,
-            positions=self.config.steer_positions if positions is None else positions,
+            alpha=0.0 if strength == 0 else 1.0,  # the vectors below carry the strength
+            tau=cfg.tau if tau is None else tau,
+            positions=cfg.steer_positions if positions is None else positions,
         )
+        vectors = [self._vector(n, strength) for n in names]
         return Steerer(
-            name,
-            self.dsv_.at(name),
-            self.sweep_.coef[idx].float(),
-            self.sweep_.intercept[idx].float(),
-            cfg,
+            names[0],
+            vectors[0],
+            gate.coef[idx].float(),
+            gate.intercept[idx].float(),
+            config,
+            band=list(zip(names[1:], vectors[1:], strict=True)),
         )
+
+    def last_position_edit(self, alpha: float | None = None) -> dict[str, Tensor]:
+        """Hook -> vector the static steerer adds at the last prompt position (for a prefix cache)."""
+        self._check_fitted()
+        strength = self.alpha_ if alpha is None else alpha
+        return {
+            hook_name(self.config.hook_kind, v): self._vector(
+                hook_name(self.config.hook_kind, v), strength
+            )
+            for v in self.layers_
+        }
+
+    def gate_fires(
+        self, acts: Mapping[str, Float[Tensor, "n d"]], tau: float | None = None
+    ) -> Bool[Tensor, " n"]:
+        """Where the gate fires for unsteered activations ``acts[hook]`` at the gated layer."""
+        self._check_fitted()
+        gate = self.gates_[self.config.gate]
+        i = gate.hook_names.index(self.hook_name_)
+        a = acts[self.hook_name_].double()
+        p = torch.sigmoid(a @ gate.coef[i].double() + gate.intercept[i].double())
+        return p.float() < (self.config.tau if tau is None else tau)
 
     @contextmanager
     def steering(
         self, model: Any, mode: SteerMode = "dynamic", **kwargs: Any
     ) -> Iterator[GateStats]:
-        """Steer ``model`` inside the block (removes exactly its hook on exit); yields gate stats."""
+        """Steer ``model`` inside the block (removes exactly its hooks on exit); yields gate stats."""
         self._check_fitted()
         get_model_info(model).check_matches(self.model_info_.fingerprint(), what="FairSteer")
         with self.steerer(mode=mode, **kwargs).apply(model) as stats:
@@ -308,27 +461,55 @@ class FairSteer:
         with self.steering(model, mode=mode, **kwargs), torch.no_grad():
             return model(tokens)
 
+    def summary(self) -> dict[str, Any]:
+        """JSON-ready description of the fitted state (for reports)."""
+        self._check_fitted()
+        return {
+            "layer": self.layer_,
+            "layers": list(self.layers_),
+            "hook_name": self.hook_name_,
+            "direction": self.config.direction,
+            "gate": self.config.gate,
+            "scope": self.config.scope,
+            "alpha": self.alpha_,
+            "alpha_unit": self.config.alpha_unit,
+            "relative_strength": self.relative_strength(),
+            "tau": self.config.tau,
+            "probe_counts": self.probe_counts_,
+            "base_accuracy_on_probe_items": self.base_probe_accuracy_,
+            "gates": {k: v.to_dict() for k, v in self.gates_.items()},
+            "gate_notes": self.gate_notes_,
+            "label_composition": self.label_composition_,
+            "dsv": self.dsv_.to_dict(),
+            "residual_norms": [round(float(x), 4) for x in self.residual_norms_],
+            "direction_cosines": self.direction_cosines_,
+            "selection": {k: v for k, v in self.selection_.items() if k != "rows"},
+        }
+
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> Path:
         """Write the fitted state as safetensors + JSON."""
         self._check_fitted()
-        tensors = {
-            "probe_coef": self.sweep_.coef.float(),
-            "probe_intercept": self.sweep_.intercept.float(),
-            "dsv": self.dsv_.vectors.float(),
-        }
+        tensors = {"dsv": self.dsv_.vectors.float(), "residual_norms": self.residual_norms_.float()}
+        for name, sweep in self.gates_.items():
+            tensors[f"gate_{name}_coef"] = sweep.coef.float()
+            tensors[f"gate_{name}_intercept"] = sweep.intercept.float()
         meta = {
+            "format": 2,
             "config": self.config.to_dict(),
             "layer": self.layer_,
+            "alpha": self.alpha_,
             "hook_name": self.hook_name_,
             "model": self.model_info_.fingerprint(),
-            "sweep": self.sweep_.to_dict(),
+            "gates": {k: v.to_dict() for k, v in self.gates_.items()},
+            "gate_notes": self.gate_notes_,
             "dsv": self.dsv_.to_dict(),
             "split_hashes": self.split_hashes_,
             "fitted_templates": self.fitted_templates_,
             "probe_counts": self.probe_counts_,
+            "label_composition": self.label_composition_,
             "base_probe_accuracy": self.base_probe_accuracy_,
-            "selection_scores": {str(k): v for k, v in self.selection_scores_.items()},
+            "selection": self.selection_,
             "direction_cosines": self.direction_cosines_,
         }
         return save_artifact(path, "fairsteer", tensors, meta)
@@ -337,10 +518,20 @@ class FairSteer:
     def load(cls, path: str | Path, model: Any | None = None) -> FairSteer:
         """Load a saved FairSteer; with ``model``, refuse it if it was fitted on another model."""
         tensors, meta = load_artifact(path, "fairsteer")
+        if meta.get("format") != 2:
+            raise ArtifactError(
+                f"{str(path)!r} was saved by fairlens {meta.get('fairlens_version', '?')} in an older "
+                f"format that fairlens {__version__} does not read.",
+                "refit it (fairlens run, or FairSteer(...).fit(...)) and save it again.",
+            )
         fs = cls(FairSteerConfig.from_dict(meta["config"]))
-        fs.sweep_ = _sweep_from_dict(
-            meta["sweep"], tensors["probe_coef"], tensors["probe_intercept"]
-        )
+        fs.gates_ = {
+            name: _sweep_from_dict(
+                d, tensors[f"gate_{name}_coef"], tensors[f"gate_{name}_intercept"]
+            )
+            for name, d in meta["gates"].items()
+        }
+        fs.gate_notes_ = dict(meta["gate_notes"])
         d = meta["dsv"]
         fs.dsv_ = Directions(
             tensors["dsv"],
@@ -350,17 +541,54 @@ class FairSteer:
             d["n_pos"],
             d["n_neg"],
         )
+        fs.residual_norms_ = tensors["residual_norms"]
         fs.model_info_ = _info_from_fingerprint(meta["model"])
         fs.layer_ = int(meta["layer"])
+        fs.alpha_ = float(meta["alpha"])
         fs.split_hashes_ = meta["split_hashes"]
         fs.fitted_templates_ = list(meta["fitted_templates"])
         fs.probe_counts_ = meta["probe_counts"]
+        fs.label_composition_ = meta["label_composition"]
         fs.base_probe_accuracy_ = meta["base_probe_accuracy"]
-        fs.selection_scores_ = {int(k): v for k, v in meta["selection_scores"].items()}
+        fs.selection_ = meta["selection"]
         fs.direction_cosines_ = meta["direction_cosines"]
         if model is not None:
             get_model_info(model).check_matches(meta["model"], what="FairSteer artifact")
         return fs
+
+
+def _candidate_layers(cfg: FairSteerConfig) -> list[int] | None:
+    if cfg.layers is None:
+        return None
+    layers = list(cfg.layers)
+    if cfg.layer is not None and cfg.layer not in layers:
+        layers.append(cfg.layer)
+    width = cfg.band_width if cfg.scope == "band" else 1
+    for base in list(layers) if cfg.layer is None else [cfg.layer]:
+        layers += [v for v in range(base, base + width) if v not in layers]
+    return sorted(layers)
+
+
+def _hash(items: Sequence[BBQItem] | None) -> str | None:
+    from fairlens.data import content_hash
+
+    return content_hash(items) if items else None
+
+
+def _cosines(fit: FitData, dsv: Directions) -> dict[str, Any]:
+    """Per-layer cosines between the steering direction and the cheap comparison directions."""
+    out: dict[str, Any] = {"layers": list(fit.layers), "direction": dsv.method}
+    for name in ("probe", "pca", "colon", "dsv"):
+        if name == dsv.method or name not in DIRECTION_METHODS:
+            continue
+        if name == "dsv" and not fit.dsv_items:
+            continue
+        try:
+            other = fit.direction(name)
+        except ConfigError:
+            continue
+        out[f"{dsv.method}_vs_{name}"] = cosine(dsv.vectors, other.vectors).tolist()
+    return out
 
 
 def _sweep_from_dict(d: dict[str, Any], coef: torch.Tensor, intercept: torch.Tensor) -> SweepResult:
@@ -400,16 +628,3 @@ def _info_from_fingerprint(fp: dict[str, Any]) -> ModelInfo:
     from fairlens.tl_adapter import WeightProcessing
 
     return ModelInfo(**{**fp, "processing": WeightProcessing(**fp["processing"])})
-
-
-def _check_disjoint(splits: dict[str, Sequence[BBQItem]]) -> None:
-    """Refuse overlapping templates between the fitting splits (honest numbers need disjointness)."""
-    seen: dict[tuple[str, str], str] = {}
-    for name, items in splits.items():
-        for template in {it.template_id for it in items}:
-            if template in seen and seen[template] != name:
-                raise ConfigError(
-                    f"BBQ template {template} is in both the {seen[template]!r} and {name!r} items.",
-                    "Build the splits with fairlens.data.split_by_template so they are disjoint by template.",
-                )
-            seen[template] = name

@@ -3,7 +3,10 @@
 Suites (all optional, same inputs for every method):
 
 * ``bbq`` — accuracy and bias scores on the template-disjoint eval split (steering at the FairSteer
-  position policy: the answer position).
+  position policy: the answer position). With letter scoring on the plain transformers model,
+  ``base``, ``prompt``, ``static`` and ``fairsteer`` come from two prefix-cached passes (plain and
+  instructed prompts): the steered answers are one-token forwards and the dynamic one is composed
+  from the static and base answers where the gate fires (exact; tested against full runs).
 * ``crows`` — CrowS-Pairs stereotype score (steering and gate at every position).
 * ``open_ended`` — greedy generation from BBQ ambiguous contexts and CrowS-Pairs prefixes: gate
   rate per generated token, counterfactual log-prob gap, answer types (:mod:`fairlens.openended`).
@@ -38,6 +41,7 @@ from fairlens.methods import (
     method_instruction,
 )
 from fairlens.metrics import bbq_metrics
+from fairlens.models import get_model_info
 from fairlens.openended import bbq_open_prompts, crows_open_prompts, run_open_ended
 from fairlens.scoring import ScoringMode, score_items
 from fairlens.steering import PositionPolicy
@@ -128,12 +132,26 @@ def _markdown(report: PanelReport) -> str:
                     _num(p["s_amb"]),
                     _num(p["s_dis"]),
                     _pct(r["gate_rate"]),
+                    _pct(r.get("gate_rate_ambig")),
+                    _pct(r.get("gate_rate_disambig")),
                 ]
             )
         parts.append(
             f"### BBQ (eval split, n={n['bbq']}: {n['bbq_ambig']} ambiguous / "
             f"{n['bbq'] - n['bbq_ambig']} disambiguated)\n\n"
-            + _table(["method", "acc_amb %", "acc_dis %", "s_AMB", "s_DIS", "gate %"], rows)
+            + _table(
+                [
+                    "method",
+                    "acc_amb %",
+                    "acc_dis %",
+                    "s_AMB",
+                    "s_DIS",
+                    "gate %",
+                    "gate % amb",
+                    "gate % dis",
+                ],
+                rows,
+            )
         )
     if "crows" in res:
         types = sorted(res["crows"][methods[0]]["metrics"]["by_type"])
@@ -238,8 +256,11 @@ def evaluate_panel(
     config: PanelConfig | None = None,
     shots: Sequence[BBQItem] | None = None,
     gen_model: Any | None = None,
+    bbq_scorers: Mapping[str, Any] | None = None,
     progress: bool = False,
     log: Callable[[str], None] | None = None,
+    done: Mapping[str, dict[str, Any]] | None = None,
+    on_result: Callable[[str, str, dict[str, Any]], None] | None = None,
 ) -> PanelReport:
     """Run every method of ``config`` on every suite and collect the measures.
 
@@ -257,6 +278,10 @@ def evaluate_panel(
             ``crows_sent_less`` at no extra cost.
         gen_model: The plain transformers twin used for ``open_ended`` when ``model`` is a
             ``HookedTransformer`` (defaults to ``model``).
+        bbq_scorers: Prefix caches already built on ``bbq_items`` (``"plain"`` and ``"prompt"``
+            prompts, e.g. by the steering search's eval stage), reused instead of rebuilt.
+        done: Results already computed, keyed ``"suite/method"`` (a resumed run): not recomputed.
+        on_result: ``on_result(suite, method, result)`` after each computed result (to save it).
     """
     cfg = config or PanelConfig()
     say = log or (lambda _m: None)
@@ -288,6 +313,7 @@ def evaluate_panel(
         cfg=cfg,
         tau=fairsteer.config.tau if fairsteer is not None else 0.5,
         progress=progress,
+        scorers=dict(bbq_scorers or {}),
     )
     answer_positions = fairsteer.config.steer_positions if fairsteer is not None else "generated"
     results: dict[str, dict[str, dict[str, Any]]] = {s: {} for s in cfg.suites}
@@ -296,9 +322,14 @@ def evaluate_panel(
         "bbq": len(bbq_open_prompts(open_bbq_items)),
         "crows": len(group_prefixes(open_crows_pairs)),
     }
+    done = dict(done or {})
     for method in cfg.methods:
         for suite in (s for s in SUITES if s in cfg.suites):  # crows before utility (reuses it)
             t = time.perf_counter()
+            key = f"{suite}/{method}"
+            if key in done:
+                results[suite][method] = done[key]
+                continue
             if suite == "bbq":
                 say(f"[{method}] BBQ on {len(bbq_items)} items")
                 results[suite][method] = run.bbq(method, bbq_items, shots, answer_positions)
@@ -314,7 +345,9 @@ def evaluate_panel(
             else:
                 say(f"[{method}] perplexity on {', '.join(texts) or 'CrowS-Pairs sentences'}")
                 results[suite][method] = run.utility(method, texts, results)
-            seconds[f"{suite}/{method}"] = time.perf_counter() - t
+            seconds[key] = time.perf_counter() - t
+            if on_result is not None and key not in done:
+                on_result(suite, method, results[suite][method])
     n = {
         "bbq": len(bbq_items),
         "bbq_ambig": sum(it.is_ambiguous for it in bbq_items),
@@ -353,11 +386,82 @@ class _Run:
     cfg: PanelConfig
     tau: float
     progress: bool
-    crows_less: dict[str, tuple[float, float | None, float | None]] = field(default_factory=dict)
+    scorers: dict[str, Any] = field(default_factory=dict)
 
     def context(self, method: str, model: Any, positions: PositionPolicy) -> Any:
         record = method == "fairsteer"  # only the gate of the dynamic method is worth recording
         return method_context(method, model, self.fairsteer, positions=positions, record=record)
+
+    def _cacheable(self, method: str, positions: PositionPolicy) -> bool:
+        """Whether ``method`` only touches the last prompt position (prefix cache applies)."""
+        if is_hooked(self.model) or self.cfg.scoring != "letter":
+            return False
+        if method in ("base", "prompt"):
+            return True
+        fs = self.fairsteer
+        return (
+            method in ("static", "fairsteer")
+            and fs is not None
+            and positions in ("generated", "last_prompt")
+            and fs.config.scope != "all"
+        )
+
+    def _scorer(self, kind: str, items: Sequence[BBQItem], shots: Sequence[BBQItem] | None) -> Any:
+        from fairlens.batching import encode
+        from fairlens.prefix import make_scorer
+        from fairlens.scoring import build_prompts, letter_token_ids
+        from fairlens.search import check_scorer
+
+        if kind not in self.scorers:
+            hooks = [] if self.fairsteer is None else [self.fairsteer.hook_name_]
+            prompts = build_prompts(
+                items, self.cfg.prompt_format, self.tokenizer, shots, method_instruction(kind)
+            )
+            self.scorers[kind] = make_scorer(
+                self.model,
+                encode(self.tokenizer, prompts),
+                read_ids=letter_token_ids(self.tokenizer),
+                capture=hooks,
+                tokenizer=self.tokenizer,
+                batch_size=self.cfg.batch_size,
+                progress=self.progress,
+                desc=f"BBQ prefix pass ({kind} prompts)",
+                uids=[it.uid for it in items],
+            )
+        scorer = self.scorers[kind]
+        check_scorer(scorer, items)
+        return scorer
+
+    def _bbq_cached(
+        self, method: str, items: Sequence[BBQItem], shots: Sequence[BBQItem] | None
+    ) -> dict[str, Any]:
+        import numpy as np
+
+        scorer = self._scorer("prompt" if method == "prompt" else "plain", items, shots)
+        base = scorer.base_logits.argmax(-1)
+        fire = None
+        if method in ("base", "prompt"):
+            preds = base
+        else:
+            fs = self.fairsteer
+            assert fs is not None
+            get_model_info(self.model).check_matches(fs.model_info_.fingerprint(), what="FairSteer")
+            static = scorer.logits([fs.last_position_edit()])[0].argmax(-1)
+            fire = (
+                torch.ones(len(items), dtype=torch.bool)
+                if method == "static"
+                else fs.gate_fires(scorer.base_acts)
+            )
+            preds = torch.where(fire, static, base)
+        amb = np.array([it.is_ambiguous for it in items])
+        f = None if fire is None else fire.numpy()
+        return {
+            "gate_rate": None if f is None else float(f.mean()),
+            "gate_rate_ambig": None if f is None or not amb.any() else float(f[amb].mean()),
+            "gate_rate_disambig": None if f is None or amb.all() else float(f[~amb].mean()),
+            "prefix_cached": True,
+            "metrics": bbq_metrics(items, preds).to_dict(),
+        }
 
     def bbq(
         self,
@@ -366,6 +470,8 @@ class _Run:
         shots: Sequence[BBQItem] | None,
         positions: PositionPolicy,
     ) -> dict[str, Any]:
+        if self._cacheable(method, positions):
+            return self._bbq_cached(method, items, shots)
         with self.context(method, self.model, positions) as stats:
             res = score_items(
                 self.model,
@@ -380,6 +486,7 @@ class _Run:
             )
         return {
             "gate_rate": None if stats is None else stats.rate,
+            "prefix_cached": False,
             "metrics": bbq_metrics(items, res.predictions).to_dict(),
         }
 
@@ -415,8 +522,12 @@ class _Run:
         # The less-stereotyping sentences double as a real-English perplexity corpus (utility).
         less = torch.cat(list(scored.logprobs[k:]))
         less_rates = self._gate(method, None if g is None else list(g[k:]))
-        self.crows_less[method] = (float(torch.exp(-less.mean())), less_rates[0], less_rates[1])
         return {
+            "sent_less": {
+                "perplexity": float(torch.exp(-less.mean())),
+                "gate_rate_texts": less_rates[0],
+                "gate_rate_tokens": less_rates[1],
+            },
             "gate_rate_tokens": tokens_rate,
             "gate_rate_pairs": pairs_rate,
             "metrics": crows_metrics(pairs, CrowsScores.from_text_scores(pairs, scored)).to_dict(),
@@ -462,9 +573,11 @@ class _Run:
             scored = self._texts(method, list(docs), f"perplexity {corpus}")
             ppl[corpus] = scored.perplexity()
             rate_texts[corpus], rate_tokens[corpus] = self._gate(method, scored.gate_p_unbiased)
-        if method in self.crows_less:
+        less = results.get("crows", {}).get(method, {}).get("sent_less")
+        if less is not None:
             name = "crows_sent_less"
-            ppl[name], rate_texts[name], rate_tokens[name] = self.crows_less[method]
+            ppl[name] = less["perplexity"]
+            rate_texts[name], rate_tokens[name] = less["gate_rate_texts"], less["gate_rate_tokens"]
         bbq = results.get("bbq", {}).get(method)
         return {
             "acc_disambig": None if bbq is None else bbq["metrics"]["pooled"]["acc_disambig"],

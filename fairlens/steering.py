@@ -1,6 +1,7 @@
 """Dynamic activation steering (DAS): add ``alpha * v`` where a linear probe says "biased".
 
-A :class:`Steerer` holds one hook point, one steering vector and one linear gate. Its hook runs on
+A :class:`Steerer` holds one hook point, one steering vector and one linear gate (and, for a *band*
+scope, further hook points at later layers that reuse the same gate decision). Its hook runs on
 every forward call (prompt pass and each cached generation step) and decides *per row and per
 position*, on the device, without a host synchronisation:
 
@@ -23,8 +24,9 @@ on exit, also when the body raises; it never calls ``reset_hooks``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+import math
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -34,7 +36,7 @@ from torch import Tensor
 
 from fairlens.batching import is_hooked
 from fairlens.errors import ConfigError
-from fairlens.hooks import temporary_hf_hook, temporary_hooks
+from fairlens.hooks import parse_hook_name, temporary_hf_hook, temporary_hooks
 
 SteerMode = Literal["dynamic", "static", "off"]
 PositionPolicy = Literal["generated", "last_prompt", "all"]
@@ -67,7 +69,7 @@ class SteeringConfig:
             )
         if not 0.0 <= self.tau <= 1.0:
             raise ConfigError(f"tau is a probability threshold in [0, 1], got {self.tau}.")
-        if not isinstance(self.alpha, int | float) or self.alpha != self.alpha:
+        if not isinstance(self.alpha, int | float) or not math.isfinite(self.alpha):
             raise ConfigError(f"alpha must be a finite number, got {self.alpha!r}.")
 
     def to_dict(self) -> dict[str, Any]:
@@ -101,6 +103,10 @@ class Steerer:
         coef: ``[d_model]`` probe weights; ``P(unbiased) = sigmoid(a @ coef + intercept)``.
         intercept: Probe bias.
         config: :class:`SteeringConfig`.
+        band: Further ``(hook_name, vector)`` pairs at later layers (a band of consecutive layers):
+            each adds ``alpha * vector`` at the same rows and positions as the first hook, using the
+            gate decided there on the unsteered activation (so one decision per position, as the
+            prefix-cached search composes it).
     """
 
     def __init__(
@@ -110,12 +116,30 @@ class Steerer:
         coef: Float[Tensor, " d_model"],
         intercept: float | Tensor,
         config: SteeringConfig | None = None,
+        band: Sequence[tuple[str, Tensor]] = (),
     ) -> None:
         if vector.ndim != 1 or coef.shape != vector.shape:
             raise ConfigError(
                 f"vector and coef must both be [d_model]; got {tuple(vector.shape)} and {tuple(coef.shape)}."
             )
+        for name, vec in band:
+            if vec.shape != vector.shape:
+                raise ConfigError(
+                    f"band vector at {name} has shape {tuple(vec.shape)}; expected {tuple(vector.shape)}."
+                )
+            if parse_hook_name(name)[1] <= parse_hook_name(hook_name)[1]:
+                raise ConfigError(
+                    f"band hook {name} must be at a later layer than the gated hook {hook_name}."
+                )
+        for what, t in (("vector", vector), ("coef", coef), *((n, v) for n, v in band)):
+            if not bool(torch.isfinite(t).all()):
+                raise ConfigError(
+                    f"the steering {what} contains NaN or infinite values.",
+                    "refit the direction/probe or check the loaded artifact.",
+                )
         self.hook_name = hook_name
+        self.band = tuple((name, vec.detach().float()) for name, vec in band)
+        self._gate: Tensor | None = None
         self.vector = vector.detach().float()
         self.coef = coef.detach().float()
         self.intercept = torch.as_tensor(intercept, dtype=torch.float32).reshape(())
@@ -137,6 +161,7 @@ class Steerer:
     def steer(self, act: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_model"]:
         """Apply the gate and the vector to one forward call's activations."""
         cfg = self.config
+        self._gate = None
         if cfg.mode == "off" or cfg.alpha == 0:
             return act
         n_pos = act.shape[1]
@@ -160,12 +185,22 @@ class Steerer:
             self.stats.probed = self.stats.probed.to(act.device)
         self.stats.fired += gate.sum()
         self.stats.probed += gate.numel()
-        steered = part + (cfg.alpha * vector) * gate.unsqueeze(-1).to(act.dtype)
-        if window.start == 0 and window.stop == n_pos:
-            return steered
-        out = act.clone() if act.requires_grad else act
-        out[:, window] = steered
-        return out
+        self._gate = gate
+        return _add(act, window, cfg.alpha * vector, gate)
+
+    def _band_fn(self, vector: Tensor) -> Any:
+        """The hook of one later band layer: same window and gate as the first hook's call."""
+
+        def fn(act: Tensor) -> Tensor:
+            gate = self._gate
+            if gate is None or gate.shape[0] != act.shape[0]:
+                return act  # the first hook did not steer this call (off, alpha 0, or skipped)
+            n_pos = act.shape[1]
+            width = gate.shape[1]
+            window = slice(n_pos - width, n_pos)
+            return _add(act, window, self.config.alpha * vector.to(act.device, act.dtype), gate)
+
+        return fn
 
     def _hook(self, act: Tensor, hook: Any) -> Tensor:
         return self.steer(act)
@@ -178,14 +213,42 @@ class Steerer:
         (fast path: one torch forward hook on the matching decoder module, same numbers).
         """
         self.stats = GateStats(record=record)
-        if is_hooked(model):
-            with temporary_hooks(model, [(self.hook_name, self._hook)]):
-                yield self.stats
-        else:
-            with temporary_hf_hook(model, self.hook_name, self.steer):
-                yield self.stats
+        self._gate = None
+        fns = [(self.hook_name, self.steer)] + [(n, self._band_fn(v)) for n, v in self.band]
+        try:
+            if is_hooked(model):
+                with temporary_hooks(model, [(n, _tl_style(f)) for n, f in fns]):
+                    yield self.stats
+            else:
+                with ExitStack() as stack:
+                    for name, fn in fns:
+                        stack.enter_context(temporary_hf_hook(model, name, fn))
+                    yield self.stats
+        finally:
+            self._gate = None
+
+    @property
+    def hook_names(self) -> tuple[str, ...]:
+        """Every hook this steerer adds to (the gated one first)."""
+        return (self.hook_name, *(n for n, _ in self.band))
 
     def with_config(self, **changes: Any) -> Steerer:
         """A copy with some :class:`SteeringConfig` fields changed (same tensors)."""
         cfg = SteeringConfig(**{**self.config.to_dict(), **changes})
-        return Steerer(self.hook_name, self.vector, self.coef, self.intercept, cfg)
+        return Steerer(self.hook_name, self.vector, self.coef, self.intercept, cfg, self.band)
+
+
+def _tl_style(fn: Any) -> Any:
+    return lambda act, hook: fn(act)
+
+
+def _add(act: Tensor, window: slice, vector: Tensor, gate: Tensor) -> Tensor:
+    """``act`` with ``vector`` added in ``window`` where ``gate`` is set (no copy when it is the
+    whole sequence; in place on a clone otherwise)."""
+    n_pos = act.shape[1]
+    steered = act[:, window] + vector * gate.unsqueeze(-1).to(act.dtype)
+    if window.start == 0 and window.stop == n_pos:
+        return steered
+    out = act.clone() if act.requires_grad else act
+    out[:, window] = steered
+    return out

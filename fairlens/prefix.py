@@ -1,0 +1,557 @@
+"""Exact prefix-cached scoring of interventions confined to the last prompt position.
+
+With letter scoring, FairSteer reads the model's next-token logits after ``Answer:`` and steers only
+that last prompt position (the ``:``). Everything before it is identical under every steering
+variant, so :class:`PrefixCache` runs each prompt *minus its last token* once with a KV cache and
+scores every variant as a **one-token forward** on that cache:
+
+* the cache is built once per item chunk and never mutated (each forward gets a fresh
+  ``DynamicCache`` filled from the stored tensors);
+* many variants are batched into one forward: rows are ``variant x item``, each variant adding its own
+  vector (or per-item vectors, e.g. an activation patch) at its own hook points through one hook per
+  hook point; layers before a variant's first edit see identical inputs, so the result is exactly
+  what a full-prompt run under the same hooks gives (tested to 1e-4 in fp32, left and right
+  padding, at every layer);
+* the unsteered forward also captures the last-position activations at requested hooks, which is
+  what a dynamic gate reads: dynamic (gated) results are composed from the static and base results
+  with :func:`compose_dynamic`, with no extra forward.
+
+Only the read tokens' logits are computed (e.g. the three letter tokens), not the vocabulary.
+
+:class:`FullPromptScorer` has the same interface and re-runs whole prompts under hooks: it works on
+a ``HookedTransformer`` too, and is the reference the cached path is tested and benchmarked against.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+from jaxtyping import Bool, Float
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from fairlens.batching import (
+    PaddingSide,
+    check_context,
+    is_hooked,
+    last_token_logits,
+    length_sorted_chunks,
+    model_device,
+    pad_id,
+    pad_sequences,
+)
+from fairlens.errors import ConfigError
+from fairlens.hooks import n_layers_of, parse_hook_name, temporary_hf_hook, temporary_hooks
+
+__all__ = [
+    "Edit",
+    "FullPromptScorer",
+    "PrefixCache",
+    "VariantScorer",
+    "compose_dynamic",
+    "make_scorer",
+]
+
+Edit = Mapping[str, Tensor]
+"""One static variant: hook name -> ``[d]`` (same vector for every item) or ``[n, d]`` (per item),
+added to that hook's activation at the last prompt position."""
+
+
+class VariantScorer(Protocol):
+    """What the steering search needs from a scorer (cached or full-prompt)."""
+
+    n: int
+    uids: tuple[str, ...] | None
+    base_logits: Float[Tensor, "n k"]
+    base_acts: dict[str, Float[Tensor, "n d"]]
+
+    def logits(
+        self, edits: Sequence[Edit], *, progress: bool = False
+    ) -> Float[Tensor, "variant n k"]: ...
+
+
+def _check_edits(edits: Sequence[Edit], n: int, d: int, n_layers: int) -> list[str]:
+    """Validate every edit; return the sorted union of their hook names."""
+    hooks: set[str] = set()
+    for v, edit in enumerate(edits):
+        for name, delta in edit.items():
+            _, layer = parse_hook_name(name)
+            if not 0 <= layer < n_layers:
+                raise ConfigError(
+                    f"edit {v} targets layer {layer}, outside the model's 0..{n_layers - 1}.",
+                    "use layers the model has.",
+                )
+            if delta.shape not in ((d,), (n, d)):
+                raise ConfigError(
+                    f"edit {v} at {name} has shape {tuple(delta.shape)}; expected ({d},) or ({n}, {d}).",
+                    "pass one vector for all items or one per item.",
+                )
+            if not bool(torch.isfinite(delta).all()):
+                raise ConfigError(
+                    f"edit {v} at {name} contains NaN or infinite values.",
+                    "check the steering vector and alpha.",
+                )
+            hooks.add(name)
+    return sorted(hooks, key=lambda h: (parse_hook_name(h)[1], h))
+
+
+def _rows_delta(
+    edits: Sequence[Edit], hook: str, rows: Tensor, d: int, device: torch.device, dtype: torch.dtype
+) -> Tensor | None:
+    """``[len(edits) * len(rows), d]`` deltas of ``hook`` (variant-major rows), None if all zero."""
+    b = len(rows)
+    out: Tensor | None = None
+    for v, edit in enumerate(edits):
+        delta = edit.get(hook)
+        if delta is None:
+            continue
+        if out is None:
+            out = torch.zeros(len(edits) * b, d, device=device, dtype=dtype)
+        part = delta if delta.ndim == 1 else delta[rows]
+        out[v * b : (v + 1) * b] = part.to(device=device, dtype=dtype)
+    return out
+
+
+def _add_at_last(delta: Tensor) -> Callable[[Tensor], Tensor]:
+    """``fn(act) -> act`` adding ``delta[row]`` at the last position of each row."""
+
+    def fn(act: Tensor) -> Tensor:
+        if act.shape[1] == 1:
+            return act + delta[:, None, :].to(act.dtype)
+        out = act.clone()
+        out[:, -1] = out[:, -1] + delta.to(act.dtype)
+        return out
+
+    return fn
+
+
+def _capture_last(store: dict[str, Tensor], name: str) -> Callable[[Tensor], Tensor]:
+    def fn(act: Tensor) -> Tensor:
+        store[name] = act[:, -1].detach().float().cpu()
+        return act
+
+    return fn
+
+
+def _hooks(model: Any, fns: Mapping[str, Callable[[Tensor], Tensor]]) -> ExitStack:
+    """Add ``fn(act) -> act`` at each hook (TL or HF); the stack removes exactly those hooks."""
+    stack = ExitStack()
+    if is_hooked(model):
+        stack.enter_context(
+            temporary_hooks(
+                model, [(name, lambda act, hook, f=fn: f(act)) for name, fn in fns.items()]
+            )
+        )
+    else:
+        for name, fn in fns.items():
+            stack.enter_context(temporary_hf_hook(model, name, fn))
+    return stack
+
+
+def _read_weights(model: Any, read_ids: Sequence[int]) -> tuple[Tensor, Tensor | None]:
+    """Rows of the unembedding for ``read_ids`` (and its bias, if any)."""
+    head = model.get_output_embeddings()
+    ids = torch.as_tensor(list(read_ids), device=head.weight.device)
+    bias = getattr(head, "bias", None)
+    return head.weight[ids].detach(), (None if bias is None else bias[ids].detach())
+
+
+def _cache_kwarg(model: Any) -> str:
+    from fairlens.generation import _cache_kwarg as kwarg
+
+    return kwarg(model.model)
+
+
+@dataclass
+class _Chunk:
+    rows: Tensor  # item indices of this chunk
+    keys: list[Tensor]  # per layer [b, kv_heads, prefix, d_head]
+    values: list[Tensor]
+    prefix_mask: Tensor  # [b, prefix]
+    last_ids: Tensor  # [b]
+    last_pos: Tensor  # [b]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in [*self.keys, *self.values])
+
+
+class PrefixCache:
+    """Prompts run once up to their last token; last-position variants scored as one-token forwards.
+
+    Args:
+        model: A plain transformers causal LM (the fast path; Llama/Mistral/Qwen2 family).
+        sequences: Token ids of each prompt (BOS included if the tokenizer adds one), >= 2 tokens.
+        read_ids: Token ids whose next-token logits are returned (e.g. the letters " A", " B", " C").
+        capture: Hook names whose unsteered last-position activation is recorded
+            (:attr:`base_acts`), e.g. every layer's ``resid_post`` for the gates.
+        tokenizer: For the pad id.
+        batch_size: Prompts per prefix pass.
+        padding_side: Padding of the prefix batches (results do not depend on it; tested).
+        rows_per_pass: Most ``variant x item`` rows in one one-token forward.
+        progress: Progress bar over the prefix pass.
+
+    Attributes:
+        n: Number of prompts.
+        base_logits: ``[n, k]`` float32 logits of ``read_ids`` without intervention.
+        base_acts: Hook name -> ``[n, d]`` float32 unsteered last-position activation.
+        cache_bytes: Memory held by the stored keys and values.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        sequences: Sequence[Sequence[int]],
+        *,
+        read_ids: Sequence[int],
+        capture: Sequence[str] = (),
+        tokenizer: Any | None = None,
+        batch_size: int = 16,
+        padding_side: PaddingSide = "left",
+        rows_per_pass: int = 256,
+        progress: bool = False,
+        desc: str = "prefix pass",
+        uids: Sequence[str] | None = None,
+    ) -> None:
+        if is_hooked(model):
+            raise ConfigError(
+                "prefix-cached scoring runs on the plain transformers model, not a HookedTransformer.",
+                "pass the fast-path twin (fairlens.load_hf(spec)), or use FullPromptScorer.",
+            )
+        if len(sequences) == 0:
+            raise ConfigError("no prompts to cache.", "pass at least one prompt.")
+        short = [i for i, s in enumerate(sequences) if len(s) < 2]
+        if short:
+            raise ConfigError(
+                f"prompt {short[0]} has fewer than 2 tokens, so it has no prefix to cache.",
+                "score it with FullPromptScorer.",
+            )
+        if rows_per_pass < 1 or batch_size < 1:
+            raise ConfigError("batch_size and rows_per_pass must be >= 1.")
+        self.model = model
+        self.n = len(sequences)
+        self.uids = _uids(uids, self.n)
+        self.n_layers = n_layers_of(model)
+        self.d_model = int(model.config.hidden_size)
+        self.rows_per_pass = rows_per_pass
+        self.read_ids = tuple(int(i) for i in read_ids)
+        self._w, self._b = _read_weights(model, self.read_ids)
+        self._kwarg = _cache_kwarg(model)
+        self.capture = tuple(capture)
+        _check_edits(
+            [dict.fromkeys(self.capture, torch.zeros(self.d_model))],
+            self.n,
+            self.d_model,
+            self.n_layers,
+        )
+        pad = pad_id(tokenizer if tokenizer is not None else getattr(model, "tokenizer", None))
+        device = model_device(model)
+        lengths = [len(s) for s in sequences]
+        self._chunks: list[_Chunk] = []
+        self.base_logits = torch.empty(self.n, len(self.read_ids))
+        self.base_acts = {h: torch.empty(self.n, self.d_model) for h in self.capture}
+        chunks = list(length_sorted_chunks(lengths, batch_size))
+        with torch.no_grad():
+            for rows in tqdm(chunks, desc=desc, disable=not progress, unit="batch"):
+                batch = pad_sequences(
+                    [list(sequences[r])[:-1] for r in rows],
+                    pad_token_id=pad,
+                    padding_side=padding_side,
+                )
+                check_context(model, pad_sequences([sequences[r] for r in rows], pad_token_id=pad))
+                batch = batch.to(device)
+                out = model.model(
+                    input_ids=batch.input_ids,
+                    attention_mask=batch.attention_mask,
+                    position_ids=batch.position_ids,
+                    use_cache=True,
+                )
+                cache = getattr(out, "cache", None) or out.past_key_values
+                keys, values = [], []
+                for k, v, *_ in cache:
+                    keys.append(k)
+                    values.append(v)
+                chunk = _Chunk(
+                    rows=torch.as_tensor(rows),
+                    keys=keys,
+                    values=values,
+                    prefix_mask=batch.attention_mask,
+                    last_ids=torch.as_tensor([sequences[r][-1] for r in rows], device=device),
+                    last_pos=batch.lengths.to(device),
+                )
+                self._chunks.append(chunk)
+                store: dict[str, Tensor] = {}
+                fns = {h: _capture_last(store, h) for h in self.capture}
+                with _hooks(model, fns):
+                    logits = self._forward(chunk, 1, {})
+                self.base_logits[chunk.rows] = logits.float().cpu()
+                for h in self.capture:
+                    self.base_acts[h][chunk.rows] = store[h]
+
+    @property
+    def cache_bytes(self) -> int:
+        return sum(c.nbytes for c in self._chunks)
+
+    @property
+    def base_predictions(self) -> Tensor:
+        return self.base_logits.argmax(-1)
+
+    def _forward(self, chunk: _Chunk, repeat: int, deltas: Mapping[str, Tensor]) -> Tensor:
+        """One-token forward of ``repeat`` copies of the chunk (variant-major), returning read logits.
+
+        Runs under the caller's grad mode (gradients flow into ``deltas``, never into the cache).
+        """
+        from transformers import DynamicCache
+
+        data = [
+            (k.repeat(repeat, 1, 1, 1), v.repeat(repeat, 1, 1, 1))
+            for k, v in zip(chunk.keys, chunk.values, strict=True)
+        ]
+        mask = chunk.prefix_mask.repeat(repeat, 1)
+        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+        fns = {h: _add_at_last(d) for h, d in deltas.items()}
+        with _hooks(self.model, fns):
+            out = self.model.model(
+                input_ids=chunk.last_ids.repeat(repeat)[:, None],
+                attention_mask=mask,
+                position_ids=chunk.last_pos.repeat(repeat)[:, None],
+                use_cache=True,
+                **{self._kwarg: DynamicCache(ddp_cache_data=data)},
+            )
+        hidden = out.last_hidden_state[:, -1]
+        logits = hidden @ self._w.to(hidden.dtype).T
+        return logits if self._b is None else logits + self._b.to(hidden.dtype)
+
+    def forward_with(self, chunk_index: int, deltas: Mapping[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """``(rows, read logits)`` of one chunk with ``deltas`` (hook -> ``[b, d]`` or ``[d]``).
+
+        Differentiable in ``deltas`` when called with grad enabled (used to optimise a direction).
+        """
+        chunk = self._chunks[chunk_index]
+        b = len(chunk.rows)
+        expanded = {h: (d.expand(b, -1) if d.ndim == 1 else d) for h, d in deltas.items()}
+        return chunk.rows, self._forward(chunk, 1, expanded)
+
+    @property
+    def n_chunks(self) -> int:
+        return len(self._chunks)
+
+    def chunk_rows(self, chunk_index: int) -> Tensor:
+        return self._chunks[chunk_index].rows
+
+    def logits(
+        self, edits: Sequence[Edit], *, progress: bool = False
+    ) -> Float[Tensor, "variant n k"]:
+        """Read logits of every item under each static edit: ``[len(edits), n, k]`` float32."""
+        hooks = _check_edits(edits, self.n, self.d_model, self.n_layers)
+        out = torch.empty(len(edits), self.n, len(self.read_ids))
+        if not edits:
+            return out
+        device = model_device(self.model)
+        dtype = next(self.model.parameters()).dtype
+        work = []
+        for chunk in self._chunks:
+            per = max(1, self.rows_per_pass // len(chunk.rows))
+            work += [
+                (chunk, start, min(start + per, len(edits))) for start in range(0, len(edits), per)
+            ]
+        with torch.no_grad():
+            for chunk, start, stop in tqdm(
+                work, desc="variants", disable=not progress, unit="pass"
+            ):
+                group = edits[start:stop]
+                deltas = {
+                    h: d
+                    for h in hooks
+                    if (d := _rows_delta(group, h, chunk.rows, self.d_model, device, dtype))
+                    is not None
+                }
+                logits = self._forward(chunk, len(group), deltas).float().cpu()
+                b = len(chunk.rows)
+                for v in range(len(group)):
+                    out[start + v, chunk.rows] = logits[v * b : (v + 1) * b]
+        return out
+
+
+class FullPromptScorer:
+    """The reference: re-runs every whole prompt under each edit (works on TL and HF models).
+
+    Same interface as :class:`PrefixCache`; use it where no KV cache is available or to check the
+    cached path. Costs one full forward per item and edit.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        sequences: Sequence[Sequence[int]],
+        *,
+        read_ids: Sequence[int],
+        capture: Sequence[str] = (),
+        tokenizer: Any | None = None,
+        batch_size: int = 16,
+        padding_side: PaddingSide = "left",
+        progress: bool = False,
+        desc: str = "full-prompt pass",
+        uids: Sequence[str] | None = None,
+    ) -> None:
+        if len(sequences) == 0:
+            raise ConfigError("no prompts to score.", "pass at least one prompt.")
+        self.model = model
+        self.sequences = [list(s) for s in sequences]
+        self.n = len(sequences)
+        self.uids = _uids(uids, self.n)
+        self.n_layers = n_layers_of(model)
+        self.d_model = int(model.cfg.d_model if is_hooked(model) else model.config.hidden_size)
+        self.read_ids = tuple(int(i) for i in read_ids)
+        self.batch_size = batch_size
+        self.padding_side: PaddingSide = padding_side
+        self._pad = pad_id(
+            tokenizer if tokenizer is not None else getattr(model, "tokenizer", None)
+        )
+        self.capture = tuple(capture)
+        _check_edits(
+            [dict.fromkeys(self.capture, torch.zeros(self.d_model))],
+            self.n,
+            self.d_model,
+            self.n_layers,
+        )
+        self.base_logits, self.base_acts = self._run({}, self.capture, progress=progress, desc=desc)
+
+    @property
+    def base_predictions(self) -> Tensor:
+        return self.base_logits.argmax(-1)
+
+    def _run(
+        self, edit: Edit, capture: Sequence[str], *, progress: bool = False, desc: str = ""
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        out = torch.empty(self.n, len(self.read_ids))
+        acts = {h: torch.empty(self.n, self.d_model) for h in capture}
+        device = model_device(self.model)
+        chunks = list(length_sorted_chunks([len(s) for s in self.sequences], self.batch_size))
+        with torch.no_grad():
+            for rows in tqdm(chunks, desc=desc, disable=not progress, unit="batch"):
+                batch = pad_sequences(
+                    [self.sequences[r] for r in rows],
+                    pad_token_id=self._pad,
+                    padding_side=self.padding_side,
+                )
+                idx = torch.as_tensor(rows)
+                last = batch.last_index.to(device)
+                store: dict[str, Tensor] = {}
+                fns: dict[str, Callable[[Tensor], Tensor]] = {}
+                for name, delta in edit.items():
+                    d = delta if delta.ndim == 1 else delta[idx]
+                    fns[name] = _add_at_index(d.to(device), last)
+                for name in capture:  # the gate reads the activation before any edit at that hook
+                    grab = _capture_at(store, name, last)
+                    fns[name] = grab if name not in fns else _compose(grab, fns[name])
+                with _hooks(self.model, fns):
+                    logits = last_token_logits(self.model, batch)
+                out[idx] = logits[:, list(self.read_ids)].float().cpu()
+                for name in capture:
+                    acts[name][idx] = store[name]
+        return out, acts
+
+    def logits(
+        self, edits: Sequence[Edit], *, progress: bool = False
+    ) -> Float[Tensor, "variant n k"]:
+        """Read logits under each static edit, one full pass over every prompt per edit."""
+        _check_edits(edits, self.n, self.d_model, self.n_layers)
+        out = torch.empty(len(edits), self.n, len(self.read_ids))
+        for v, edit in enumerate(tqdm(edits, desc="variants (full prompts)", disable=not progress)):
+            out[v] = self._run(edit, ())[0]
+        return out
+
+
+def _add_at_index(delta: Tensor, index: Tensor) -> Callable[[Tensor], Tensor]:
+    def fn(act: Tensor) -> Tensor:
+        out = act.clone()
+        rows = torch.arange(act.shape[0], device=act.device)
+        out[rows, index.to(act.device)] = out[rows, index.to(act.device)] + delta.to(act.dtype)
+        return out
+
+    return fn
+
+
+def _capture_at(store: dict[str, Tensor], name: str, index: Tensor) -> Callable[[Tensor], Tensor]:
+    def fn(act: Tensor) -> Tensor:
+        rows = torch.arange(act.shape[0], device=act.device)
+        store[name] = act[rows, index.to(act.device)].detach().float().cpu()
+        return act
+
+    return fn
+
+
+def _compose(
+    first: Callable[[Tensor], Tensor] | None, then: Callable[[Tensor], Tensor]
+) -> Callable[[Tensor], Tensor]:
+    if first is None:
+        return then
+    return lambda act: then(first(act))
+
+
+def make_scorer(
+    model: Any,
+    sequences: Sequence[Sequence[int]],
+    *,
+    read_ids: Sequence[int],
+    capture: Sequence[str] = (),
+    tokenizer: Any | None = None,
+    batch_size: int = 16,
+    progress: bool = False,
+    desc: str = "prefix pass",
+    uids: Sequence[str] | None = None,
+) -> PrefixCache | FullPromptScorer:
+    """A :class:`PrefixCache` for plain transformers models, else a :class:`FullPromptScorer`."""
+    cls: Any = FullPromptScorer if is_hooked(model) else PrefixCache
+    return cls(
+        model,
+        sequences,
+        read_ids=read_ids,
+        capture=capture,
+        tokenizer=tokenizer,
+        batch_size=batch_size,
+        progress=progress,
+        desc=desc,
+        uids=uids,
+    )
+
+
+def _uids(uids: Sequence[str] | None, n: int) -> tuple[str, ...] | None:
+    """Row ids (checked to be one per prompt) that let callers verify what a scorer holds."""
+    if uids is None:
+        return None
+    if len(uids) != n:
+        raise ConfigError(f"{len(uids)} uids for {n} prompts.", "pass one uid per prompt.")
+    return tuple(uids)
+
+
+def compose_dynamic(
+    base: Float[Tensor, "n k"], steered: Float[Tensor, "n k"], fire: Bool[Tensor, " n"]
+) -> Float[Tensor, "n k"]:
+    """Dynamic steering's logits: ``steered`` where the gate fires, ``base`` elsewhere.
+
+    Exact for last-position steering, because the gate reads the *unsteered* activation at the
+    steered layer (nothing upstream of it changes).
+    """
+    if base.shape != steered.shape or fire.shape != base.shape[:1]:
+        raise ConfigError(
+            f"shapes disagree: base {tuple(base.shape)}, steered {tuple(steered.shape)}, "
+            f"gate {tuple(fire.shape)}."
+        )
+    return torch.where(fire[:, None], steered, base)
+
+
+def gate_fires(
+    acts: Float[Tensor, "n d"], coef: Float[Tensor, " d"], intercept: float | Tensor, tau: float
+) -> Bool[Tensor, " n"]:
+    """``P(unbiased | a) < tau`` with ``P = sigmoid(a . coef + intercept)``, as the Steerer computes it."""
+    if not 0.0 <= tau <= 1.0 or math.isnan(tau):
+        raise ConfigError(f"tau is a probability threshold in [0, 1], got {tau}.")
+    p = torch.sigmoid(acts.float() @ coef.float() + torch.as_tensor(intercept).float())
+    return p < tau
