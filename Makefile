@@ -35,16 +35,22 @@ experiment-model: setup
 	  print(M['$(EXPERIMENT_MODEL)'].install_command)") --quiet
 	$(BIN)/python -c "from fairlens.models import EMBEDDED_MODELS as M; print(M['$(EXPERIMENT_MODEL)'].locate())"
 
-# The panel on the experiment model at CPU size (1.5B on 2 quiet cores: fit ~20 min, ~8.5 min per
-# method, ~1 h in all; see docs/results.md)
+# The panel and the steering search on the experiment model at CPU size: fit split 330 probe items,
+# selection split 418 items (209 ambiguous / 209 disambiguated), eval split 814 (407 / 407), all 11
+# categories, template-disjoint. ~4 h on 2 quiet cores (docs/results.md); resumable: run it again
+# after an interruption and it continues after the last finished stage (and scored variant).
 experiment: experiment-model
 	$(BIN)/fairlens run --name $(EXPERIMENT_MODEL) --model $(EXPERIMENT_MODEL) \
-	  --probe-per-category 30 --eval-per-category 10 --crows-per-type 10 --open-per-category 2 \
-	  --open-crows-per-type 1 --text-n 20 --max-new-tokens 16 --threads $${FAIRLENS_THREADS:-2}
+	  --probe-per-category 30 --select-per-category 38 --eval-per-category 74 \
+	  --crows-per-type 10 --open-per-category 2 --open-crows-per-type 1 --text-n 20 \
+	  --max-new-tokens 16 --search --search-layer-stride 2 --search-alphas 0.2 0.4 0.8 \
+	  --search-patching eval --threads $${FAIRLENS_THREADS:-2}
 
-# Main job: FairSteer + the evaluation panel on the embedded SmolLM2-135M (CPU subset, ~12 min on 2 cores)
+# Main job: FairSteer, the steering search and the evaluation panel on the embedded SmolLM2-135M
+# (CPU subset, ~12 min on 2 cores)
 demo: setup
-	$(BIN)/fairlens run --name smollm2-demo --threads $${FAIRLENS_THREADS:-2}
+	$(BIN)/fairlens run --name smollm2-demo --search --search-layer-stride 3 \
+	  --search-alphas 0.2 0.8 --threads $${FAIRLENS_THREADS:-2}
 
 figures: setup
 	$(BIN)/fairlens figures --out-dir figures --threads $${FAIRLENS_THREADS:-2}

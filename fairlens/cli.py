@@ -11,7 +11,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from fairlens.errors import FairlensError
 
@@ -302,13 +302,29 @@ def _add_search_flags(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--search-gates", nargs="+", choices=list(GATES), default=None)
     p.add_argument("--search-taus", nargs="+", type=_floats, default=None)
+    p.add_argument(
+        "--search-patching",
+        nargs="*",
+        choices=["select", "eval"],
+        default=None,
+        help="splits with the instruction-patching ceiling (default both; each costs one "
+        "instructed pass over the split)",
+    )
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (cause and fix), like every other fairlens error."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"fairlens: error: {message}. Fix: see `{self.prog} --help`.", file=sys.stderr)
+        raise SystemExit(2)
 
 
 def build_parser() -> argparse.ArgumentParser:
     from fairlens.methods import PANEL_METHODS
     from fairlens.panel import SUITES
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="fairlens",
         description="Find, visualise and remove social bias in language models (FairSteer).",
     )
@@ -420,7 +436,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args: Any = parser.parse_args(argv)
+    try:
+        args: Any = parser.parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a usage error (2, already printed on one line)
+        return int(exc.code or 0)
     try:
         return int(args.func(args))
     except FairlensError as exc:

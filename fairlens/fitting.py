@@ -325,6 +325,7 @@ class FitData:
                 batch_size=self.batch_size,
                 progress=self.progress,
                 desc="BAD pass (8-shot prompts)",
+                keep_cache=False,
             )
             acts = torch.stack([scorer.base_acts[h] for h in self.hooks], dim=1)
             self._few_shot = (acts, scorer.base_predictions.numpy())
@@ -342,6 +343,7 @@ class FitData:
                 batch_size=self.batch_size,
                 progress=self.progress,
                 desc="BAD anchors",
+                keep_cache=False,
             )
             self._extra_acts = torch.stack([scorer.base_acts[h] for h in self.hooks], dim=1)
         return self._extra_acts
@@ -440,6 +442,7 @@ class FitData:
                 batch_size=self.batch_size,
                 progress=self.progress,
                 desc="instruction pass (probe items)",
+                keep_cache=False,
             )
             self._instruction = torch.stack([scorer.base_acts[h] for h in self.hooks], dim=1)
         return self._instruction

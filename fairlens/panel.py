@@ -427,6 +427,7 @@ class _Run:
                 progress=self.progress,
                 desc=f"BBQ prefix pass ({kind} prompts)",
                 uids=[it.uid for it in items],
+                keep_cache=kind == "plain",
             )
         scorer = self.scorers[kind]
         check_scorer(scorer, items)

@@ -114,6 +114,7 @@ class RunConfig:
     search_band_directions: tuple[str, ...] = ("dsv", "probe")
     search_gates: tuple[str, ...] = ("bad", "context", "ambig")
     search_taus: tuple[float, ...] = (0.5,)
+    search_patching: tuple[str, ...] = ("select", "eval")  # splits with the patching ceiling
     paper_few_shot: bool = False  # BAD data and DSV pairs also built with 8-shot prompts
     mmlu_anchors: int = 0  # MMLU questions added to the BAD data as unbiased anchors
     preset: str | None = None
@@ -253,6 +254,7 @@ class RunConfig:
             "search_band_directions",
             "search_gates",
             "search_taus",
+            "search_patching",
         ):
             if data.get(key) is not None:
                 data[key] = tuple(data[key])
@@ -686,6 +688,7 @@ def _run_search(
         extra_spaces=extra,
         eval_items=chosen["eval"],
         rule=SelectionRule(margin=cfg.margin),
+        patching=tuple(cfg.search_patching),
         out_dir=folder / "grid",
         progress=progress,
         log=say,

@@ -195,6 +195,9 @@ class PrefixCache:
         padding_side: Padding of the prefix batches (results do not depend on it; tested).
         rows_per_pass: Most ``variant x item`` rows in one one-token forward.
         progress: Progress bar over the prefix pass.
+        uids: Row ids, checked by callers that reuse the scorer.
+        keep_cache: Keep the keys and values for scoring variants (False: only the base logits
+            and activations are kept, e.g. for the instructed prompts of the patching ceiling).
 
     Attributes:
         n: Number of prompts.
@@ -217,6 +220,7 @@ class PrefixCache:
         progress: bool = False,
         desc: str = "prefix pass",
         uids: Sequence[str] | None = None,
+        keep_cache: bool = True,
     ) -> None:
         if is_hooked(model):
             raise ConfigError(
@@ -284,7 +288,6 @@ class PrefixCache:
                     last_ids=torch.as_tensor([sequences[r][-1] for r in rows], device=device),
                     last_pos=batch.lengths.to(device),
                 )
-                self._chunks.append(chunk)
                 store: dict[str, Tensor] = {}
                 fns = {h: _capture_last(store, h) for h in self.capture}
                 with _hooks(model, fns):
@@ -292,6 +295,9 @@ class PrefixCache:
                 self.base_logits[chunk.rows] = logits.float().cpu()
                 for h in self.capture:
                     self.base_acts[h][chunk.rows] = store[h]
+                if keep_cache:
+                    self._chunks.append(chunk)
+        self.keep_cache = keep_cache
 
     @property
     def cache_bytes(self) -> int:
@@ -332,10 +338,23 @@ class PrefixCache:
 
         Differentiable in ``deltas`` when called with grad enabled (used to optimise a direction).
         """
+        self._check_kept()
         chunk = self._chunks[chunk_index]
         b = len(chunk.rows)
         expanded = {h: (d.expand(b, -1) if d.ndim == 1 else d) for h, d in deltas.items()}
         return chunk.rows, self._forward(chunk, 1, expanded)
+
+    def _check_kept(self) -> None:
+        if not self._chunks:
+            raise ConfigError(
+                "this prefix cache kept no keys and values (built with keep_cache=False, or "
+                "released), so it cannot score variants.",
+                "build it with keep_cache=True.",
+            )
+
+    def release(self) -> None:
+        """Free the keys and values (the base logits and activations stay)."""
+        self._chunks = []
 
     @property
     def n_chunks(self) -> int:
@@ -352,6 +371,7 @@ class PrefixCache:
         out = torch.empty(len(edits), self.n, len(self.read_ids))
         if not edits:
             return out
+        self._check_kept()
         device = model_device(self.model)
         dtype = next(self.model.parameters()).dtype
         work = []
@@ -506,20 +526,19 @@ def make_scorer(
     progress: bool = False,
     desc: str = "prefix pass",
     uids: Sequence[str] | None = None,
+    keep_cache: bool = True,
 ) -> PrefixCache | FullPromptScorer:
-    """A :class:`PrefixCache` for plain transformers models, else a :class:`FullPromptScorer`."""
-    cls: Any = FullPromptScorer if is_hooked(model) else PrefixCache
-    return cls(
-        model,
-        sequences,
-        read_ids=read_ids,
-        capture=capture,
-        tokenizer=tokenizer,
-        batch_size=batch_size,
-        progress=progress,
-        desc=desc,
-        uids=uids,
-    )
+    """A :class:`PrefixCache` for plain transformers models, else a :class:`FullPromptScorer`.
+
+    ``keep_cache=False``: only the base pass is wanted (no variants will be scored).
+    """
+    kwargs: dict[str, Any] = {
+        "read_ids": read_ids, "capture": capture, "tokenizer": tokenizer,
+        "batch_size": batch_size, "progress": progress, "desc": desc, "uids": uids,
+    }  # fmt: skip
+    if is_hooked(model):
+        return FullPromptScorer(model, sequences, **kwargs)
+    return PrefixCache(model, sequences, keep_cache=keep_cache, **kwargs)
 
 
 def _uids(uids: Sequence[str] | None, n: int) -> tuple[str, ...] | None:

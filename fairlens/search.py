@@ -44,7 +44,7 @@ from fairlens.gates import get_gate
 from fairlens.hooks import hook_name
 from fairlens.methods import DEBIAS_INSTRUCTION
 from fairlens.metrics import bbq_metrics
-from fairlens.prefix import Edit, VariantScorer, make_scorer
+from fairlens.prefix import Edit, PrefixCache, VariantScorer, make_scorer
 from fairlens.stats import compare
 
 __all__ = [
@@ -662,7 +662,7 @@ def run_search(
     eval_items: Sequence[BBQItem] = (),
     out_dir: str | Path | None = None,
     references: bool = True,
-    patching: bool = True,
+    patching: Sequence[str] = ("select", "eval"),
     extra_spaces: Sequence[SearchSpace] = (),
     extra_eval: Mapping[str, Variant] | None = None,
     scorers_out: dict[str, Any] | None = None,
@@ -680,7 +680,8 @@ def run_search(
         out_dir: Folder for ``edits.jsonl`` (resumable per-variant predictions) and ``meta.json``.
         references: Also score the paper's settings (:func:`reference_variants`, and the layer
             by the reference code's overall-accuracy criterion at alpha = 1).
-        patching: Also compute the instruction-patching ceiling per layer on both splits.
+        patching: The splits (``"select"``, ``"eval"``) on which to compute the instruction-patching
+            ceiling per layer (each costs one pass over the instructed prompts of that split).
         extra_spaces: More grids whose variants join the selection (e.g. bands for a few
             directions only); the rule chooses among all of them.
         extra_eval: Named variants chosen elsewhere (e.g. FairSteer's own selection) to score on
@@ -700,8 +701,29 @@ def run_search(
         {"fit": [*fit.probe_items, *fit.dsv_items], "select": select_items, "eval": eval_items}
     )
     t0 = time.perf_counter()
+    skipped: dict[str, str] = {}
+    for sp in (space, *extra_spaces):
+        for g in sp.gates:
+            reason = fit.gate_or_reason(g)
+            if isinstance(reason, str):
+                skipped[g] = reason
+    if skipped:
+        say("gates left out of the grid: " + "; ".join(f"{g}: {r}" for g, r in skipped.items()))
+
+    def usable(sp: SearchSpace) -> SearchSpace:
+        gates = tuple(g for g in sp.gates if g not in skipped)
+        if gates:
+            return replace(sp, gates=gates)
+        if "static" in sp.modes:
+            return replace(sp, modes=("static",), gates=sp.gates)
+        raise ConfigError(
+            f"no gate of {list(sp.gates)} can be fitted on the fit split "
+            f"({'; '.join(f'{g}: {r}' for g, r in skipped.items())}), so no dynamic variant.",
+            "use more probe items, another gate, or static variants only.",
+        )
+
     variants = _unique(
-        [v for sp in (space, *extra_spaces) for v in expand(sp, fit.layers, fit.n_layers)]
+        [v for sp in (space, *extra_spaces) for v in expand(usable(sp), fit.layers, fit.n_layers)]
     )
     with_refs = references and "bad" in _available_gates(fit) and bool(fit.dsv_items)
     refs = reference_variants(fit) if with_refs else {}
@@ -722,6 +744,7 @@ def run_search(
     for name, layers in needed.items():
         say(f"fitting direction {name!r} at {len(layers)} layers")
         fit.direction(name, sorted(layers))
+    fit.scorer = None  # the probe items' keys and values are no longer needed
     store = None
     if out_dir is not None:
         meta = {
@@ -758,7 +781,10 @@ def run_search(
     timings = {"selection_s": time.perf_counter() - t0}
     diagnostics = gate_diagnostics(fit)
     patch: dict[str, Any] = {}
-    if patching:
+    bad_splits = [p for p in patching if p not in ("select", "eval")]
+    if bad_splits:
+        raise ConfigError(f"patching splits must be 'select' and/or 'eval'; got {bad_splits}.")
+    if "select" in patching:
         say("patching ceiling on the selection split")
         patch["select"] = patching_ceiling(fit, select_items, scorer)
     evaluated: dict[str, dict[str, Any]] = {}
@@ -767,13 +793,16 @@ def run_search(
         keys = [chosen, *(k for fam in family.values() for k in fam.values() if k)]
         keys += [ref["row"]["key"] for ref in ref_rows.values()]
         wanted = _unique([_variant_of(k, rows_all) for k in keys])
+        if isinstance(scorer, PrefixCache):
+            scorer.release()  # the selection items' keys and values: done with them
+        fit.release()
         say(f"eval: {len(wanted)} variants + base + prompt on {len(eval_items)} items")
         evaluated, eval_scorer, instr = evaluate_variants(
             fit, eval_items, wanted, progress=progress
         )
         if scorers_out is not None:
             scorers_out.update({"plain": eval_scorer, "prompt": instr})
-        if patching:
+        if "eval" in patching:
             patch["eval"] = patching_ceiling(fit, eval_items, eval_scorer, instructed=instr)
         timings["eval_s"] = time.perf_counter() - t
     settings = {
@@ -783,6 +812,7 @@ def run_search(
         "n_eval_ambig": sum(it.is_ambiguous for it in eval_items),
         "n_variants": len(variants),
         "extra_spaces": [sp.to_dict() for sp in extra_spaces],
+        "skipped_gates": skipped,
         "select_hash": content_hash(select_items),
         "eval_hash": content_hash(eval_items) if eval_items else None,
         "fit_hashes": fit.split_hashes(),
@@ -876,6 +906,7 @@ def evaluate_variants(
         batch_size=fit.batch_size,
         progress=progress,
         desc="eval instructed pass",
+        keep_cache=False,
         uids=[it.uid for it in items],
     )
     base_preds = scorer.base_logits.argmax(-1).numpy()
@@ -949,6 +980,7 @@ def patching_ceiling(
             tokenizer=fit.tokenizer,
             batch_size=fit.batch_size,
             desc="instructed pass",
+            keep_cache=False,
             uids=[it.uid for it in items],
         )
     check_scorer(scorer, items)

@@ -55,6 +55,11 @@ def search_markdown(result: Any) -> str:
         + f"; modes {', '.join(space.modes)}; gates {', '.join(space.gates)}; tau {list(space.taus)}; "
         f"{s['n_variants']} variants",
         f"- selection rule (declared before scoring): {result.rule.describe()}",
+        *(
+            [f"- gates left out (too few labels on the fit split): {s['skipped_gates']}"]
+            if s.get("skipped_gates")
+            else []
+        ),
         f"- letter scoring, {s['prompt_format']} prompts, hook {s['hook_kind']}; timings {s['timings_s']}",
         "",
     ]
@@ -170,7 +175,7 @@ def write_search(result: Any, folder: Any) -> dict[str, str]:
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / "search.json", "markdown": out / "search.md"}
-    paths["json"].write_text(json.dumps(result.to_dict(), indent=1))
+    paths["json"].write_text(json.dumps(result.to_dict(), indent=1))  # first: the numbers
     paths["markdown"].write_text(search_markdown(result) + "\n")
     figures: dict[str, Any] = {}
     for mode in result.space.modes:

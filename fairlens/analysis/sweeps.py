@@ -5,6 +5,15 @@ those choices cost or buy: for every layer, strength ``alpha`` and gate threshol
 the model (dynamic = gated by the probe, static = always on, the paper's "DSV only") and scores the
 same BBQ items, reporting ambiguous / disambiguated accuracy and ``s_AMB`` / ``s_DIS``. Static
 steering ignores ``tau``, so it is run once per (layer, alpha).
+
+A sweep is a *selection* tool: run it on a selection split, never on the items you will report
+(it refuses items that share a BBQ template with the steerer's fitting data or with ``exclude``).
+On the plain transformers model with letter scoring it runs on a prefix cache (one one-token forward
+per static setting; the dynamic settings, every ``tau``, composed from it); elsewhere it re-runs the
+prompts under each steerer. The two give the same numbers (tested).
+
+For the full protocol (direction families, scopes, a declared selection rule, intervals on an eval
+split), use :func:`fairlens.search.run_search`.
 """
 
 from __future__ import annotations
@@ -18,6 +27,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from fairlens.batching import is_hooked
 from fairlens.data import BBQItem, PromptFormat
 from fairlens.directions import Directions
 from fairlens.errors import ConfigError
@@ -207,6 +217,8 @@ def steering_sweep(
     prompt_format: PromptFormat = "zero_shot",
     positions: str | None = None,
     batch_size: int = 16,
+    tokenizer: Any | None = None,
+    exclude: Sequence[BBQItem] = (),
     progress: bool = False,
 ) -> SteeringSweep:
     """Score ``items`` under steering at every (mode, layer, alpha, tau) and unsteered.
@@ -225,6 +237,9 @@ def steering_sweep(
         prompt_format: Prompt format.
         positions: Position policy override (default: the source's).
         batch_size: Items per forward pass.
+        tokenizer: For a plain transformers model.
+        exclude: Items the sweep must not share a BBQ template with (e.g. the eval split); the
+            steerer's own fitting templates (``fitted_templates_``) are always excluded.
         progress: Show a progress bar over settings.
 
     Returns:
@@ -235,18 +250,26 @@ def steering_sweep(
         raise ConfigError(f"modes must be 'dynamic' and/or 'static'; received {list(modes)}.")
     if not layers or not alphas or not taus:
         raise ConfigError("layers, alphas and taus must each have at least one value.")
-
-    def run() -> np.ndarray:
-        res = score_items(
-            model, items, mode=scoring, prompt_format=prompt_format, batch_size=batch_size
-        )
-        return res.predictions.numpy()
-
-    base = _point("base", -1, 0.0, float("nan"), bbq_metrics(items, run()), float("nan"))
+    _check_templates(items, source, exclude)
     settings: list[tuple[str, int, float, float]] = []
     for mode, layer, alpha in product(modes, layers, alphas):
         for tau in taus if mode == "dynamic" else (float("nan"),):
             settings.append((mode, int(layer), float(alpha), float(tau)))
+    probe = source.steerer(mode="static", layer=int(layers[0]), positions=positions)
+    if not is_hooked(model) and scoring == "letter" and probe.config.positions != "all":
+        return _cached_sweep(
+            model, items, source, settings, layers, alphas, taus, prompt_format, positions,
+            batch_size, tokenizer, progress,
+        )  # fmt: skip
+
+    def run() -> np.ndarray:
+        res = score_items(
+            model, items, mode=scoring, prompt_format=prompt_format, batch_size=batch_size,
+            tokenizer=tokenizer,
+        )  # fmt: skip
+        return res.predictions.numpy()
+
+    base = _point("base", -1, 0.0, float("nan"), bbq_metrics(items, run()), float("nan"))
     points = []
     hook_kind = ""
     for mode, layer, alpha, tau in tqdm(settings, desc="steering sweep", disable=not progress):
@@ -261,6 +284,91 @@ def steering_sweep(
         with steerer.apply(model) as stats:
             preds = run()
         points.append(_point(mode, layer, alpha, tau, bbq_metrics(items, preds), stats.rate))
+    return SteeringSweep(
+        base,
+        tuple(points),
+        tuple(int(v) for v in layers),
+        tuple(float(a) for a in alphas),
+        tuple(float(t) for t in taus),
+        len(items),
+        hook_kind,
+    )
+
+
+def _check_templates(items: Sequence[BBQItem], source: Any, exclude: Sequence[BBQItem]) -> None:
+    fitted = set(getattr(source, "fitted_templates_", None) or ())
+    excluded = {f"{it.category}/{it.question_index}" for it in exclude}
+    for name, templates in (
+        ("the steerer's fitting data", fitted),
+        ("the excluded items", excluded),
+    ):
+        shared = sorted({f"{it.category}/{it.question_index}" for it in items} & templates)
+        if shared:
+            raise ConfigError(
+                f"the sweep items share {len(shared)} BBQ template(s) with {name} (e.g. {shared[0]}).",
+                "sweep on a template-disjoint selection split (fairlens.data.split_by_template).",
+            )
+
+
+def _cached_sweep(
+    model: Any,
+    items: Sequence[BBQItem],
+    source: Any,
+    settings: Sequence[tuple[str, int, float, float]],
+    layers: Sequence[int],
+    alphas: Sequence[float],
+    taus: Sequence[float],
+    prompt_format: PromptFormat,
+    positions: str | None,
+    batch_size: int,
+    tokenizer: Any | None,
+    progress: bool,
+) -> SteeringSweep:
+    """The sweep on a prefix cache: one static forward per (layer, alpha), dynamic composed."""
+    from fairlens.batching import encode
+    from fairlens.fitting import resolve_tokenizer
+    from fairlens.prefix import PrefixCache
+    from fairlens.scoring import build_prompts, letter_token_ids
+
+    tok = resolve_tokenizer(model, tokenizer)
+    statics = {
+        (layer, alpha): source.steerer(mode="static", alpha=alpha, layer=layer, positions=positions)
+        for layer in (int(v) for v in layers)
+        for alpha in (float(a) for a in alphas)
+    }
+    hooks = sorted({s.hook_name for s in statics.values()})
+    cache = PrefixCache(
+        model, encode(tok, build_prompts(items, prompt_format, tok, None)),
+        read_ids=letter_token_ids(tok), capture=hooks, tokenizer=tok, batch_size=batch_size,
+        progress=progress, uids=[it.uid for it in items],
+    )  # fmt: skip
+    keys = list(statics)
+    edits = []
+    for key in keys:
+        st = statics[key]
+        scale = st.config.alpha if st.config.mode != "off" else 0.0
+        edits.append(
+            {
+                n: scale * v
+                for n, v in zip(st.hook_names, [st.vector, *(v for _, v in st.band)], strict=True)
+            }
+        )
+    logits = cache.logits(edits, progress=progress)
+    static_preds = {key: logits[i].argmax(-1) for i, key in enumerate(keys)}
+    base_preds = cache.base_predictions
+    base = _point("base", -1, 0.0, float("nan"), bbq_metrics(items, base_preds), float("nan"))
+    points = []
+    hook_kind = ""
+    for mode, layer, alpha, tau in settings:
+        st = statics[(layer, alpha)]
+        hook_kind = st.hook_name.rsplit("hook_", 1)[-1]
+        if mode == "static":
+            preds, rate = static_preds[(layer, alpha)], 1.0
+        else:
+            fire = st.p_unbiased(cache.base_acts[st.hook_name]) < tau
+            preds = torch.where(fire, static_preds[(layer, alpha)], base_preds)
+            rate = float(fire.float().mean())
+        points.append(_point(mode, layer, alpha, tau, bbq_metrics(items, preds), rate))
     return SteeringSweep(
         base,
         tuple(points),

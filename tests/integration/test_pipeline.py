@@ -46,9 +46,19 @@ def test_run_writes_report_with_the_panel(smollm2, bbq_items, tmp_path, capsys):
             "6",
             "--text-file",
             str(corpus),
+            "--search",
+            "--search-directions",
+            "dsv",
+            "probe",
+            "--search-layer-stride",
+            "6",
+            "--search-alphas",
+            "0.2",
+            "0.8",
         ]
     )
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out = captured.out
     assert code == 0
     for title in ("### BBQ", "### CrowS-Pairs", "### Open-ended", "### Utility"):
         assert title in out
@@ -62,12 +72,35 @@ def test_run_writes_report_with_the_panel(smollm2, bbq_items, tmp_path, capsys):
         assert list(panel["results"][suite]) == methods
     assert panel["n"]["crows"] == 18 and panel["n"]["text_neutral"] == 2
     assert report["data"]["crows_pairs"]["n"] == 18
-    sweep = report["fairsteer"]["sweep"]
+    sweep = report["fairsteer"]["gates"]["bad"]
     assert len(sweep["scores"]) == 30 and 0 <= report["fairsteer"]["layer"] < 30
+    selection = report["fairsteer"]["selection"]
+    assert selection["selection"] == "search" and "base - 2 points" in selection["rule"]
     fs = FairSteer.load(tmp_path / "smoke" / "fairsteer", model=smollm2[0])
     eval_templates = set(report["data"]["eval_templates"])
     assert eval_templates and not eval_templates & set(fs.fitted_templates_)
     assert report["config"]["scoring"] == "letter" and report["model"]["d_model"] == 576
+    search = report["search"]
+    assert search["settings"]["n_select"] == 3 * 10 and search["settings"]["n_eval"] == 12
+    assert {"base", "prompt", "fairsteer", search["chosen"]} <= set(search["eval"])
+    assert (tmp_path / "smoke" / "search" / "search.md").is_file()
+    assert "## Steering search" in out and "selection rule (declared before scoring)" in out
+    # the panel's prefix-cached BBQ answers equal the search's eval-split answers
+    panel_fs = panel["results"]["bbq"]["fairsteer"]["metrics"]["pooled"]
+    assert panel_fs["acc_ambig"] == search["eval"]["fairsteer"]["acc_ambig"]
+
+    # a second run with the same settings resumes every stage and reports the same numbers
+    assert main(["run", "--name", "smoke", "--out-dir", str(tmp_path), "--categories", "Age",
+                 "Religion", "SES", "--probe-per-category", "40", "--eval-per-category", "4",
+                 "--threads", "1", "--crows-per-type", "2", "--open-per-category", "1",
+                 "--open-crows-per-type", "1", "--max-new-tokens", "6", "--text-file", str(corpus),
+                 "--search", "--search-directions", "dsv", "probe", "--search-layer-stride", "6",
+                 "--search-alphas", "0.2", "0.8"]) == 0  # fmt: skip
+    err = capsys.readouterr().err
+    assert "FairSteer: loaded from the run folder (resumed)" in err
+    assert "search: loaded from the run folder (resumed)" in err
+    again = json.loads((tmp_path / "smoke" / "report.json").read_text())
+    assert again["panel"]["results"] == report["panel"]["results"]
 
 
 def test_fast_path_evaluation_matches_tl_on_smollm2(smollm2, bbq_items):
@@ -81,7 +114,7 @@ def test_fast_path_evaluation_matches_tl_on_smollm2(smollm2, bbq_items):
         {"probe": 0.6, "dsv": 0.2, "eval": 0.2},
         seed=0,
     )
-    fs = FairSteer(layer=12, scoring="letter").fit(
+    fs = FairSteer(layer=12, alpha=1.0, alpha_unit="absolute", scoring="letter").fit(
         hooked, subsample(splits["probe"].items, 40), list(splits["dsv"].items)
     )
     items = subsample(splits["eval"].items, 4)

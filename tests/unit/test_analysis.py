@@ -238,6 +238,22 @@ def test_steering_sweep_grid_and_baseline(tiny):
         steering_sweep(hooked, items, _Source(hooked), layers=[0], modes=["always"])
 
 
+def test_cached_sweep_equals_the_full_prompt_sweep(tiny):
+    """On the plain transformers model the sweep runs on a prefix cache: same points as TL."""
+    hooked, hf, tok = tiny
+    items = synthetic_items(n_templates=2, per_template=6)
+    kw = {"layers": [0, 2], "alphas": [0.5, 2.0], "taus": [0.3, 0.7]}
+    full = steering_sweep(hooked, items, _Source(hooked), **kw)
+    cached = steering_sweep(hf, items, _Source(hooked), tokenizer=tok, **kw)
+    assert cached.to_dict() == pytest.approx(full.to_dict()) or cached.to_dict() == full.to_dict()
+    for a, b in zip(full.points, cached.points, strict=True):
+        assert (a.mode, a.layer, a.alpha) == (b.mode, b.layer, b.alpha)
+        for field in ("acc_ambig", "acc_disambig", "gate_rate"):
+            assert getattr(a, field) == pytest.approx(getattr(b, field))
+    with pytest.raises(ConfigError, match="template"):
+        steering_sweep(hf, items, _Source(hooked), tokenizer=tok, exclude=items[:1], **kw)
+
+
 def test_ablation_effect_and_token_view(tiny):
     hooked, _, _ = tiny
     items = synthetic_items(n_templates=2, per_template=4)

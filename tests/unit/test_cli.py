@@ -105,6 +105,7 @@ def test_bad_run_config_file(capsys, tmp_path):
         ["models", "info"],
         ["score"],
         ["run"],
+        ["search"],
     ],
 )
 def test_help_on_every_subcommand(argv, capsys):
@@ -136,3 +137,45 @@ def test_missing_text_corpus_file(capsys, tmp_path, monkeypatch):
 
     with pytest.raises(DataError, match="--text-file"):
         load_neutral_texts(tmp_path / "missing.txt")
+
+
+@pytest.mark.parametrize(
+    ("argv", "needles"),
+    [
+        (["search", "--alpha", "inf"], ["'inf' is not a finite number", "fairlens search --help"]),
+        (["search", "--search-alphas", "0.1", "nan"], ["'nan' is not a finite number"]),
+        (["search", "--direction", "dvs"], ["invalid choice: 'dvs'"]),
+        (["search", "--search-directions", "probe", "magic"], ["invalid choice: 'magic'"]),
+        (["run", "--selection", "top3"], ["invalid choice: 'top3'"]),
+        (["search", "--layer", "two"], ["invalid int value"]),
+    ],
+)
+def test_usage_errors_are_one_line(capsys, argv, needles):
+    code, err = _run(capsys, argv)
+    _assert_one_line_error(code, err, *needles)
+
+
+@pytest.mark.parametrize(
+    ("extra", "needle"),
+    [
+        ({"search_alphas": [0.1, 1e400]}, "finite"),
+        ({"search_taus": [2.0]}, "taus are probabilities"),
+        ({"search_scopes": ["everywhere"]}, "unknown search scopes"),
+        ({"margin": -0.1}, "margin"),
+        ({"preset": "fast"}, "unknown preset"),
+        ({"direction": "unknown-dir"}, "unknown direction method"),
+    ],
+)
+def test_bad_search_settings_fail_before_any_model_loads(capsys, tmp_path, extra, needle):
+    cfg = tmp_path / "run.json"
+    cfg.write_text(json.dumps({**extra, "search": True}))
+    code, err = _run(capsys, ["search", "--config", str(cfg)])
+    _assert_one_line_error(code, err, needle)
+
+
+def test_search_help_documents_the_protocol(capsys):
+    code = main(["search", "--help"])
+    out = capsys.readouterr().out
+    assert code == 0
+    for needle in ("SELECTION split", "declared before scoring", "McNemar", "resumes"):
+        assert needle in " ".join(out.split())

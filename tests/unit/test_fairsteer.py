@@ -20,7 +20,7 @@ def fitted():
     hooked, _, _ = tiny_hooked(seed=0)
     items = synthetic_items(n_templates=10, per_template=12, categories=("Age", "SES", "Religion"))
     splits = split_by_template(items, {"probe": 0.6, "dsv": 0.2, "eval": 0.2}, seed=0)
-    fs = FairSteer(FairSteerConfig(scoring="loglik", C=1.0, layers=(0, 1, 2)))
+    fs = FairSteer(FairSteerConfig(scoring="loglik", selection="probe", C=1.0, layers=(0, 1, 2)))
     fs.fit(hooked, list(splits["probe"].items), list(splits["dsv"].items))
     return hooked, fs, splits
 
@@ -102,7 +102,7 @@ def test_overlapping_splits_are_refused():
     hooked, _, _ = tiny_hooked(seed=0)
     items = synthetic_items(n_templates=4, per_template=8)
     with pytest.raises(ConfigError, match="in both"):
-        FairSteer(scoring="loglik").fit(hooked, items, items[:10])
+        FairSteer(scoring="loglik", selection="probe").fit(hooked, items, items[:10])
 
 
 def test_fast_path_evaluation_equals_tl(fitted):
@@ -125,7 +125,7 @@ def test_few_shot_fit_and_evaluate():
     items = synthetic_items(n_templates=10, per_template=12, categories=("Age", "SES", "Religion"))
     splits = split_by_template(items, {"probe": 0.5, "dsv": 0.2, "shots": 0.1, "eval": 0.2}, seed=1)
     shots = few_shot_examples(list(splits["shots"].items), 8, seed=0)
-    fs = FairSteer(scoring="loglik", prompt_format="few_shot", layer=1).fit(
+    fs = FairSteer(scoring="loglik", prompt_format="few_shot", layer=1, selection="probe").fit(
         hooked, list(splits["probe"].items), list(splits["dsv"].items), shots=shots
     )
     assert fs.layer_ == 1
@@ -142,20 +142,104 @@ def test_few_shot_fit_and_evaluate():
         evaluate(hooked, list(splits["eval"].items), fs, scoring="loglik", prompt_format="few_shot")
 
 
-def test_layer_selection_by_bbq_accuracy():
-    """selection='bbq' tries the top-k probe layers with steering on the selection split."""
-    hooked, _, _ = tiny_hooked(seed=0)
+@pytest.fixture(scope="module")
+def letter_setup():
+    hooked, hf, tok = tiny_hooked(seed=0)
     items = synthetic_items(n_templates=10, per_template=12, categories=("Age", "SES", "Religion"))
-    splits = split_by_template(items, {"probe": 0.6, "dsv": 0.2, "select": 0.2}, seed=0)
-    fs = FairSteer(scoring="loglik", selection="bbq", top_k=2, layers=(0, 1, 2)).fit(
-        hooked, list(splits["probe"].items), list(splits["dsv"].items), list(splits["select"].items)
+    splits = split_by_template(
+        items, {"probe": 0.5, "dsv": 0.2, "select": 0.15, "eval": 0.15}, seed=0
     )
-    assert len(fs.selection_scores_) == 2
-    assert fs.layer_ in fs.selection_scores_
-    assert fs.selection_scores_[fs.layer_] == max(fs.selection_scores_.values())
-    top2 = sorted(fs.sweep_.scores, key=lambda s: -s.accuracy)[:2]
-    assert set(fs.selection_scores_) == {s.layer for s in top2}
+    return hooked, hf, tok, {k: list(v.items) for k, v in splits.items()}
+
+
+def test_default_selection_searches_layer_and_alpha_on_the_select_split(letter_setup):
+    """The default: highest ambiguous accuracy with disambiguated accuracy >= base - 2 points."""
+    from fairlens.search import SelectionRule
+
+    hooked, hf, tok, parts = letter_setup
+    fs = FairSteer().fit(hf, parts["probe"], parts["dsv"], parts["select"], tokenizer=tok)
+    rows = fs.selection_["rows"]
+    assert len(rows) == 3 * len(fs.config.alphas)  # every fitted layer x every alpha
+    chosen = next(r for r in rows if r["key"] == fs.selection_["chosen"])
+    assert (chosen["layer"], chosen["alpha"]) == (fs.layer_, fs.alpha_)
+    ok = [r for r in rows if SelectionRule().eligible(r, fs.selection_["base"])]
+    assert chosen["acc_ambig"] == max(r["acc_ambig"] for r in ok)
+    assert fs.relative_strength() == pytest.approx(fs.alpha_, rel=1e-5)  # relative units
+    assert fs.config.alpha_unit == "relative" and fs.summary()["relative_strength"] > 0
+    # the fitted steerer reproduces the selection-split score it was chosen by (TL, full prompts)
+    from fairlens.metrics import bbq_metrics
+
+    with fs.steering(hooked):
+        preds = score_items(hooked, parts["select"]).predictions
+    pooled = bbq_metrics(parts["select"], preds).pooled
+    assert pooled.acc_ambig == pytest.approx(chosen["acc_ambig"])
+    assert pooled.acc_disambig == pytest.approx(chosen["acc_disambig"])
     with pytest.raises(ConfigError, match="needs select_items"):
-        FairSteer(scoring="loglik", selection="bbq").fit(
-            hooked, list(splits["probe"].items), list(splits["dsv"].items)
-        )
+        FairSteer().fit(hf, parts["probe"], parts["dsv"], tokenizer=tok)
+    with pytest.raises(ConfigError, match="in both"):
+        FairSteer().fit(hf, parts["probe"], parts["dsv"], parts["probe"][:8], tokenizer=tok)
+
+
+def test_reference_selection_tries_every_layer_at_alpha_one(letter_setup):
+    """selection='bbq' is the reference code's: overall accuracy over all layers, fixed alpha."""
+    _hooked, hf, tok, parts = letter_setup
+    fs = FairSteer(selection="bbq", alpha=1.0, alpha_unit="absolute").fit(
+        hf, parts["probe"], parts["dsv"], parts["select"], tokenizer=tok
+    )
+    rows = fs.selection_["rows"]
+    assert sorted(r["layer"] for r in rows) == [0, 1, 2] and {r["alpha"] for r in rows} == {1.0}
+    best = max(rows, key=lambda r: (r["acc_overall"], -r["layer"]))
+    assert fs.layer_ == best["layer"] and fs.alpha_ == 1.0
+    assert fs.relative_strength() == pytest.approx(
+        float(fs.dsv_.vectors[fs.layer_].norm() / fs.residual_norms_[fs.layer_]), rel=1e-5
+    )
+
+
+def test_gate_and_band_are_selectable_and_saved(letter_setup, tmp_path):
+    hooked, hf, tok, parts = letter_setup
+    fs = FairSteer(gate="context", scope="band", band_width=2, layer=0, alpha=0.5).fit(
+        hf, parts["probe"], parts["dsv"], parts["select"], tokenizer=tok
+    )
+    assert fs.layers_ == (0, 1) and fs.selection_["rule"] == "fixed layer and alpha"
+    steerer = fs.steerer()
+    assert steerer.hook_names == ("blocks.0.hook_resid_post", "blocks.1.hook_resid_post")
+    torch.testing.assert_close(steerer.coef, fs.gates_["context"].coef[0].float())
+    fs.save(tmp_path / "fs")
+    back = FairSteer.load(tmp_path / "fs", model=hf)
+    assert back.layers_ == (0, 1) and back.config.gate == "context"
+    items = parts["eval"]
+    with fs.steering(hooked):
+        a = score_items(hooked, items).scores
+    with back.steering(hooked):
+        b = score_items(hooked, items).scores
+    assert torch.equal(a, b)
+    assert count_hooks(hooked) == 0
+
+
+def test_old_artifacts_are_refused_with_how_to_refit(letter_setup, tmp_path):
+    import json
+
+    _hooked, hf, tok, parts = letter_setup
+    fs = FairSteer(layer=1, alpha=0.2).fit(hf, parts["probe"], parts["dsv"], tokenizer=tok)
+    fs.save(tmp_path / "fs")
+    meta = json.loads((tmp_path / "fs" / "meta.json").read_text())
+    del meta["format"]
+    (tmp_path / "fs" / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(ArtifactError, match="refit"):
+        FairSteer.load(tmp_path / "fs")
+
+
+def test_bad_config_values():
+    for kwargs, needle in (
+        ({"direction": "dsvv"}, "Did you mean 'dsv'"),
+        ({"gate": "nope"}, "unknown gate"),
+        ({"alphas": (0.1, float("nan"))}, "finite"),
+        ({"alpha": float("inf")}, "finite"),
+        ({"margin": -1.0}, "margin"),
+        ({"selection": "magic"}, "selection must be"),
+        ({"scope": "band", "band_width": 1}, "band_width"),
+    ):
+        with pytest.raises(ConfigError, match=needle):
+            FairSteerConfig(**kwargs)
+    with pytest.raises(ConfigError, match="letter scoring"):
+        FairSteer(scoring="loglik").fit(None, [], [], [object()])  # type: ignore[list-item]

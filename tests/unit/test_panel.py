@@ -36,7 +36,7 @@ def setup():
     hooked, hf, tok = tiny_hooked(seed=0)
     items = synthetic_items(n_templates=10, per_template=12, categories=("Age", "SES", "Religion"))
     splits = split_by_template(items, {"probe": 0.6, "dsv": 0.2, "eval": 0.2}, seed=0)
-    fs = FairSteer(FairSteerConfig(scoring="letter", layers=(0, 1, 2)))
+    fs = FairSteer(FairSteerConfig(scoring="letter", layers=(0, 1, 2), selection="probe"))
     fs.fit(hooked, list(splits["probe"].items), list(splits["dsv"].items))
     eval_items = list(splits["eval"].items)
     for k, it in enumerate(eval_items[:4]):  # give a few ambiguous items swappable group mentions
@@ -101,12 +101,17 @@ def test_full_panel_runs_every_method_on_every_suite(setup):
 
 
 def test_panel_on_hooked_transformer_matches_fast_path_on_bbq(setup):
+    """TL re-runs whole prompts under hooks; the fast path scores BBQ on a prefix cache."""
     hooked, hf, tok, fs, items = setup
-    cfg = PanelConfig(suites=("bbq", "crows"), methods=("base", "fairsteer", "ablation"))
+    cfg = PanelConfig(suites=("bbq", "crows"), methods=PANEL_METHODS)
     tl = evaluate_panel(hooked, tok, fs, bbq_items=items, crows_pairs=PAIRS, config=cfg)
     fast = evaluate_panel(hf, tok, fs, bbq_items=items, crows_pairs=PAIRS, config=cfg)
+    cached = {m for m in cfg.methods if fast.results["bbq"][m]["prefix_cached"]}
+    assert cached == {"base", "prompt", "static", "fairsteer"}  # ablation acts at every position
+    assert not any(tl.results["bbq"][m]["prefix_cached"] for m in cfg.methods)
     for method in cfg.methods:
-        assert tl.results["bbq"][method] == fast.results["bbq"][method]
+        a, b = tl.results["bbq"][method], fast.results["bbq"][method]
+        assert a["metrics"] == b["metrics"] and a["gate_rate"] == pytest.approx(b["gate_rate"])
         a = tl.results["crows"][method]["metrics"]["pooled"]
         b = fast.results["crows"][method]["metrics"]["pooled"]
         assert a["stereotype_score"] == b["stereotype_score"]
