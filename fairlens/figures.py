@@ -89,9 +89,11 @@ def build_figures(
     say = log or (lambda _m: None)
     cats = set(sizes.categories) if sizes.categories else None
     pool = [it for it in items if cats is None or it.category in cats]
-    splits = split_by_template(pool, {"probe": 0.6, "dsv": 0.1, "eval": 0.3}, seed=seed)
+    # the steering sweep and the ablations run on a held-out "select" split (the sweep is a
+    # selection tool; nothing here is reported as an evaluation result)
+    splits = split_by_template(pool, {"probe": 0.6, "dsv": 0.1, "select": 0.3}, seed=seed)
     probe_items = subsample(splits["probe"].items, sizes.probe_per_category, seed=seed)
-    eval_items = subsample(splits["eval"].items, sizes.eval_per_category, seed=seed)
+    eval_items = subsample(splits["select"].items, sizes.eval_per_category, seed=seed)
     tok = model.tokenizer
 
     say(f"scoring {len(probe_items)} probe items ({scoring})")

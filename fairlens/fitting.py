@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ from fairlens.gates import gate_labels, get_gate
 from fairlens.hooks import hook_name, n_layers_of
 from fairlens.methods import DEBIAS_INSTRUCTION
 from fairlens.prefix import PrefixCache, make_scorer
-from fairlens.scoring import ScoringMode, build_prompts, letter_token_ids
+from fairlens.scoring import ScoringMode, build_prompts, letter_token_ids, resolve_tokenizer
 from fairlens.sweep import MIN_PER_CLASS, SweepResult, probe_sweep
 
 __all__ = ["FitData", "check_disjoint"]
@@ -64,14 +65,63 @@ def _model_id(model: Any) -> str | None:
     return None if info is None else f"{info.name}:{info.weights_sha}"
 
 
-def resolve_tokenizer(model: Any, tokenizer: Any | None) -> Any:
-    tok = tokenizer if tokenizer is not None else getattr(model, "tokenizer", None)
-    if tok is None:
-        raise ConfigError(
-            "no tokenizer: the model has none attached and none was passed.",
-            "pass tokenizer=... with a plain transformers model.",
-        )
-    return tok
+@dataclass(frozen=True)
+class FitSettings:
+    """How the fit split is turned into activations, labels and direction data.
+
+    Attributes:
+        hook_kind: Residual-width hook kind (``"resid_post"``...).
+        layers: Candidate layers (default: all).
+        prompt_format, shots: Prompt format (and few-shot examples).
+        batch_size: Prompts per forward pass.
+        n_dsv_per_category: Contrastive pairs per category (FairSteer: 10).
+        C, seed: Probe regularisation and seed (splits, pair choice, optimisation).
+        scoring: How the model's answers (hence the BAD labels) are read: ``"letter"`` (from the
+            same pass) or ``"loglik"`` (one more pass, three options per item).
+        extra_bad: ``(prompt text, label)`` anchors added to the BAD data (gate and ``"bad"``
+            directions) only (the paper preset's MMLU questions, label 1).
+        few_shot_too: Solved examples: the BAD data and the contrastive pairs are built a second
+            time with these 8-shot prompts and added (the paper preset); zero-shot prompts only.
+    """
+
+    hook_kind: str = "resid_post"
+    layers: tuple[int, ...] | None = None
+    prompt_format: PromptFormat = "zero_shot"
+    shots: tuple[BBQItem, ...] | None = None
+    batch_size: int = 16
+    n_dsv_per_category: int | None = 10
+    C: float = 1.0
+    seed: int = 42
+    scoring: ScoringMode = "letter"
+    extra_bad: tuple[tuple[str, int], ...] = ()
+    few_shot_too: tuple[BBQItem, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.scoring not in ("letter", "loglik"):
+            raise ConfigError(f"scoring must be 'letter' or 'loglik', got {self.scoring!r}.")
+        if self.few_shot_too and self.prompt_format != "zero_shot":
+            raise ConfigError(
+                "few_shot_too adds 8-shot data to zero-shot fitting; use zero_shot prompts."
+            )
+        if self.layers is not None and not self.layers:
+            raise ConfigError("no candidate layers.", "pass layers=None (all) or a list of layers.")
+        if self.batch_size < 1:
+            raise ConfigError("batch_size must be >= 1.")
+
+    @classmethod
+    def of(cls, **settings: Any) -> FitSettings:
+        """From keywords (sequences become tuples); an unknown keyword lists the valid ones."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(settings) - known)
+        if unknown:
+            raise ConfigError(f"unknown FitData settings {unknown}.", f"valid: {sorted(known)}.")
+        for key in ("layers", "shots", "extra_bad", "few_shot_too"):
+            value = settings.get(key)
+            if value is not None:
+                settings[key] = tuple(tuple(v) if key == "extra_bad" else v for v in value)
+        if settings.get("few_shot_too") == ():
+            settings["few_shot_too"] = None
+        return cls(**settings)
 
 
 class FitData:
@@ -82,19 +132,8 @@ class FitData:
         probe_items: BAD items (labelled by the model's own answers).
         dsv_items: Items the contrastive pairs are drawn from (template-disjoint from the others).
         tokenizer: Needed for a plain transformers model.
-        hook_kind: Residual-width hook kind (``"resid_post"``...).
-        layers: Candidate layers (default: all).
-        prompt_format, shots: Prompt format (and few-shot examples).
-        batch_size: Prompts per forward pass.
-        n_dsv_per_category: Contrastive pairs per category (FairSteer: 10).
-        C, seed: Probe regularisation and seed (splits, pair choice, optimisation).
         progress: Progress bars.
-        scoring: How the model's answers (hence the BAD labels) are read: ``"letter"`` (from the
-            same pass) or ``"loglik"`` (one more pass, three options per item).
-        extra_bad: ``(prompt text, label)`` anchors added to the BAD data (gate and ``"bad"``
-            directions) only (the paper preset's MMLU questions, label 1).
-        few_shot_too: Solved examples: the BAD data and the contrastive pairs are built a second
-            time with these 8-shot prompts and added (the paper preset); zero-shot prompts only.
+        **settings: The fields of :class:`FitSettings`.
 
     Attributes:
         predictions: ``[n]`` the unsteered model's answer per probe item.
@@ -109,49 +148,12 @@ class FitData:
         dsv_items: Sequence[BBQItem] = (),
         *,
         tokenizer: Any | None = None,
-        hook_kind: str = "resid_post",
-        layers: Sequence[int] | None = None,
-        prompt_format: PromptFormat = "zero_shot",
-        shots: Sequence[BBQItem] | None = None,
-        batch_size: int = 16,
-        n_dsv_per_category: int | None = 10,
-        C: float = 1.0,
-        seed: int = 42,
         progress: bool = False,
-        scoring: ScoringMode = "letter",
-        extra_bad: Sequence[tuple[str, int]] = (),
-        few_shot_too: Sequence[BBQItem] | None = None,
+        **settings: Any,
     ) -> None:
-        self._setup(
-            model,
-            probe_items,
-            dsv_items,
-            tokenizer=tokenizer,
-            hook_kind=hook_kind,
-            layers=layers,
-            prompt_format=prompt_format,
-            shots=shots,
-            batch_size=batch_size,
-            n_dsv_per_category=n_dsv_per_category,
-            C=C,
-            seed=seed,
-            progress=progress,
-            scoring=scoring,
-            extra_bad=extra_bad,
-            few_shot_too=few_shot_too,
-        )
-        seqs = encode(self.tokenizer, self._prompts(self.probe_items))
-        self.scorer: Any = make_scorer(
-            model,
-            seqs,
-            read_ids=self.letter_ids,
-            capture=self.hooks,
-            tokenizer=self.tokenizer,
-            batch_size=batch_size,
-            progress=progress,
-            desc="BAD pass (probe items)",
-        )
-        if scoring == "letter":
+        self._setup(model, probe_items, dsv_items, tokenizer, progress, FitSettings.of(**settings))
+        self.scorer: Any = self.build_scorer(self.probe_items, desc="BAD pass (probe items)")
+        if self.scoring == "letter":
             self.predictions = self.scorer.base_predictions.numpy()
         else:  # BAD labels from the configured scoring mode; activations stay at ':'
             from fairlens.scoring import score_items
@@ -159,11 +161,11 @@ class FitData:
             self.predictions = score_items(
                 model,
                 self.probe_items,
-                mode=scoring,
-                prompt_format=prompt_format,
-                shots=shots,
+                mode=self.scoring,
+                prompt_format=self.prompt_format,
+                shots=self.shots,
                 tokenizer=self.tokenizer,
-                batch_size=batch_size,
+                batch_size=self.batch_size,
                 progress=progress,
             ).predictions.numpy()
         stacked = torch.stack([self.scorer.base_acts[h] for h in self.hooks], dim=1)
@@ -172,7 +174,7 @@ class FitData:
             tuple(self.hooks),
             tuple(it.uid for it in self.probe_items),
             position="last_prompt_token",
-            meta={"prompt_format": prompt_format},
+            meta={"prompt_format": self.prompt_format},
         )
         self.residual_norms = stacked.norm(dim=-1).mean(0)
 
@@ -180,60 +182,85 @@ class FitData:
         self,
         model: Any,
         probe_items: Sequence[BBQItem],
-        dsv_items: Sequence[BBQItem] = (),
-        *,
-        tokenizer: Any | None = None,
-        hook_kind: str = "resid_post",
-        layers: Sequence[int] | None = None,
-        prompt_format: PromptFormat = "zero_shot",
-        shots: Sequence[BBQItem] | None = None,
-        batch_size: int = 16,
-        n_dsv_per_category: int | None = 10,
-        C: float = 1.0,
-        seed: int = 42,
-        progress: bool = False,
-        scoring: ScoringMode = "letter",
-        extra_bad: Sequence[tuple[str, int]] = (),
-        few_shot_too: Sequence[BBQItem] | None = None,
+        dsv_items: Sequence[BBQItem],
+        tokenizer: Any | None,
+        progress: bool,
+        settings: FitSettings,
     ) -> None:
         """Validate and store the settings (shared by ``__init__`` and :meth:`load`)."""
         if not probe_items:
             raise ConfigError("no probe items to fit on.", "pass the fit split's items.")
-        if scoring not in ("letter", "loglik"):
-            raise ConfigError(f"scoring must be 'letter' or 'loglik', got {scoring!r}.")
         check_disjoint({"probe": probe_items, "dsv": dsv_items})
+        self.settings = settings
         self.model = model
         self.tokenizer = resolve_tokenizer(model, tokenizer)
         self.n_layers = n_layers_of(model)
+        layers = settings.layers
         self.layers = list(range(self.n_layers)) if layers is None else [int(v) for v in layers]
-        if not self.layers:
-            raise ConfigError("no candidate layers.", "pass layers=None (all) or a list of layers.")
-        self.hooks = [hook_name(hook_kind, v, n_layers=self.n_layers) for v in self.layers]
-        self.hook_kind = hook_kind
+        self.hook_kind = settings.hook_kind
+        self.hooks = [hook_name(self.hook_kind, v, n_layers=self.n_layers) for v in self.layers]
         self.probe_items = list(probe_items)
         self.dsv_items = list(dsv_items)
-        self.prompt_format: PromptFormat = prompt_format
-        self.shots = shots
-        self.batch_size = batch_size
-        self.n_dsv_per_category = n_dsv_per_category
-        self.C = C
-        self.seed = seed
+        self.prompt_format: PromptFormat = settings.prompt_format
+        self.shots = list(settings.shots) if settings.shots else None
+        self.batch_size = settings.batch_size
+        self.n_dsv_per_category = settings.n_dsv_per_category
+        self.C = settings.C
+        self.seed = settings.seed
+        self.scoring: ScoringMode = settings.scoring
         self.progress = progress
         self.letter_ids = letter_token_ids(self.tokenizer)
+        self.extra_bad = list(settings.extra_bad)  # (prompt, label) anchors added to the BAD data
+        self.few_shot_too = list(settings.few_shot_too) if settings.few_shot_too else None
         self._directions: dict[str, dict[int, tuple[Tensor, tuple[int, int]]]] = {}
         self._scorers: dict[str, Any] = {}
         self._gates: dict[str, SweepResult | str] = {}
         self._instruction: Tensor | None = None
         self._pairs: tuple[Tensor, np.ndarray, np.ndarray] | None = None
-        self.scoring = scoring
-        self.extra_bad = list(extra_bad)  # (prompt text, label) anchors added to the BAD gate
         self._extra_acts: Tensor | None = None
-        if few_shot_too is not None and prompt_format != "zero_shot":
-            raise ConfigError(
-                "few_shot_too adds 8-shot data to zero-shot fitting; use zero_shot prompts."
-            )
-        self.few_shot_too = list(few_shot_too) if few_shot_too else None
         self._few_shot: tuple[Tensor, np.ndarray] | None = None
+
+    def build_scorer(
+        self,
+        items: Sequence[BBQItem],
+        *,
+        instruction: str | None = None,
+        prompt_format: PromptFormat | None = None,
+        shots: Sequence[BBQItem] | None = None,
+        keep_cache: bool = True,
+        desc: str = "prefix pass",
+    ) -> Any:
+        """A scorer of ``items`` (this fit's prompts, or another format / an instruction) that
+        records the ``:`` activation at every candidate hook."""
+        fmt = self.prompt_format if prompt_format is None else prompt_format
+        prompts = build_prompts(
+            items, fmt, self.tokenizer, self.shots if prompt_format is None else shots, instruction
+        )
+        return self.scorer_of_texts(
+            prompts, keep_cache=keep_cache, desc=desc, uids=[it.uid for it in items]
+        )
+
+    def scorer_of_texts(
+        self,
+        texts: Sequence[str],
+        *,
+        keep_cache: bool = True,
+        desc: str = "prefix pass",
+        uids: Sequence[str] | None = None,
+    ) -> Any:
+        """A scorer of raw prompt texts (letter logits, ``:`` activations at every candidate hook)."""
+        return make_scorer(
+            self.model,
+            encode(self.tokenizer, texts),
+            read_ids=self.letter_ids,
+            capture=self.hooks,
+            tokenizer=self.tokenizer,
+            batch_size=self.batch_size,
+            progress=self.progress,
+            desc=desc,
+            uids=uids,
+            keep_cache=keep_cache,
+        )
 
     # ------------------------------------------------------------------ summaries
     @property
@@ -245,9 +272,6 @@ class FitData:
             "probe": content_hash(self.probe_items),
             "dsv": content_hash(self.dsv_items) if self.dsv_items else None,
         }
-
-    def _prompts(self, items: Sequence[BBQItem], instruction: str | None = None) -> list[str]:
-        return build_prompts(items, self.prompt_format, self.tokenizer, self.shots, instruction)
 
     def norm_at(self, hook: str) -> float:
         return float(self.residual_norms[self.hooks.index(hook)])
@@ -315,17 +339,12 @@ class FitData:
         """``:`` activations and answers of the probe items with the 8-shot prompts (once)."""
         if self._few_shot is None:
             assert self.few_shot_too is not None
-            prompts = build_prompts(self.probe_items, "few_shot", self.tokenizer, self.few_shot_too)
-            scorer = make_scorer(
-                self.model,
-                encode(self.tokenizer, prompts),
-                read_ids=self.letter_ids,
-                capture=self.hooks,
-                tokenizer=self.tokenizer,
-                batch_size=self.batch_size,
-                progress=self.progress,
-                desc="BAD pass (8-shot prompts)",
+            scorer = self.build_scorer(
+                self.probe_items,
+                prompt_format="few_shot",
+                shots=self.few_shot_too,
                 keep_cache=False,
+                desc="BAD pass (8-shot prompts)",
             )
             acts = torch.stack([scorer.base_acts[h] for h in self.hooks], dim=1)
             self._few_shot = (acts, scorer.base_predictions.numpy())
@@ -333,17 +352,8 @@ class FitData:
 
     def _extra_bad_acts(self) -> Tensor:
         if self._extra_acts is None:
-            seqs = encode(self.tokenizer, [text for text, _ in self.extra_bad])
-            scorer = make_scorer(
-                self.model,
-                seqs,
-                read_ids=self.letter_ids,
-                capture=self.hooks,
-                tokenizer=self.tokenizer,
-                batch_size=self.batch_size,
-                progress=self.progress,
-                desc="BAD anchors",
-                keep_cache=False,
+            scorer = self.scorer_of_texts(
+                [text for text, _ in self.extra_bad], keep_cache=False, desc="BAD anchors"
             )
             self._extra_acts = torch.stack([scorer.base_acts[h] for h in self.hooks], dim=1)
         return self._extra_acts
@@ -432,17 +442,11 @@ class FitData:
     def instruction_acts(self) -> Tensor:
         """``[n, layer, d]`` ``:`` activations of the probe prompts with the debiasing instruction."""
         if self._instruction is None:
-            seqs = encode(self.tokenizer, self._prompts(self.probe_items, DEBIAS_INSTRUCTION))
-            scorer = make_scorer(
-                self.model,
-                seqs,
-                read_ids=self.letter_ids,
-                capture=self.hooks,
-                tokenizer=self.tokenizer,
-                batch_size=self.batch_size,
-                progress=self.progress,
-                desc="instruction pass (probe items)",
+            scorer = self.build_scorer(
+                self.probe_items,
+                instruction=DEBIAS_INSTRUCTION,
                 keep_cache=False,
+                desc="instruction pass (probe items)",
             )
             self._instruction = torch.stack([scorer.base_acts[h] for h in self.hooks], dim=1)
         return self._instruction
@@ -493,17 +497,7 @@ class FitData:
 
     def _optimise_cache(self) -> PrefixCache:
         if self.scorer is None:  # loaded from disk: run the BAD pass again for its cache
-            seqs = encode(self.tokenizer, self._prompts(self.probe_items))
-            self.scorer = make_scorer(
-                self.model,
-                seqs,
-                read_ids=self.letter_ids,
-                capture=(),
-                tokenizer=self.tokenizer,
-                batch_size=self.batch_size,
-                progress=self.progress,
-                desc="probe-items prefix cache",
-            )
+            self.scorer = self.build_scorer(self.probe_items, desc="probe-items prefix cache")
         if not isinstance(self.scorer, PrefixCache):
             raise ConfigError(
                 "the 'optimised' direction needs the prefix cache of the plain transformers model.",
@@ -520,18 +514,7 @@ class FitData:
         key = content_hash(items)
         if key not in self._scorers:
             self._scorers.clear()
-            seqs = encode(self.tokenizer, self._prompts(items))
-            self._scorers[key] = make_scorer(
-                self.model,
-                seqs,
-                read_ids=self.letter_ids,
-                capture=self.hooks,
-                tokenizer=self.tokenizer,
-                batch_size=self.batch_size,
-                progress=self.progress,
-                desc=desc,
-                uids=[it.uid for it in items],
-            )
+            self._scorers[key] = self.build_scorer(items, desc=desc)
         return self._scorers[key]
 
     def release(self) -> None:
@@ -604,11 +587,14 @@ class FitData:
         model: Any,
         probe_items: Sequence[BBQItem],
         dsv_items: Sequence[BBQItem] = (),
-        **kwargs: Any,
+        *,
+        tokenizer: Any | None = None,
+        progress: bool = False,
+        **settings: Any,
     ) -> FitData:
         """Rebuild a saved FitData without running the model; refuses one saved for other settings.
 
-        ``kwargs`` are the constructor's keywords; they must describe the saved fit.
+        ``settings`` are :class:`FitSettings` fields; they must describe the saved fit.
         """
         from fairlens.artifacts import load_artifact
         from fairlens.errors import ArtifactError
@@ -616,7 +602,7 @@ class FitData:
 
         tensors, meta = load_artifact(path, "fit_data")
         self = cls.__new__(cls)
-        self._setup(model, probe_items, dsv_items, **kwargs)
+        self._setup(model, probe_items, dsv_items, tokenizer, progress, FitSettings.of(**settings))
         if meta["identity"] != self._identity():
             raise ArtifactError(
                 f"the fit data in {str(path)!r} was computed for other items or settings.",

@@ -102,11 +102,25 @@ def n_layers_of(model: Any) -> int:
 
 
 def count_hooks(model: Any) -> int:
-    """Number of forward/backward hooks registered on any TL hook point of ``model``."""
+    """Number of hooks added to ``model``: TL hook points, or every module of a plain transformers model.
+
+    On a transformers model the library's own output-capturing hooks (installed once, the first
+    time ``output_hidden_states`` or ``output_attentions`` is asked for, and kept) are not counted:
+    they are not ours to remove.
+    """
+    if hasattr(model, "hook_dict"):
+        total = 0
+        for point in model.hook_dict.values():
+            # torch-level registries: TL's own ``add_hook`` registers here too, so nothing is missed.
+            total += len(point._forward_hooks) + len(point._backward_hooks)
+        return total
     total = 0
-    for point in getattr(model, "hook_dict", {}).values():
-        # torch-level registries: TL's own ``add_hook`` registers here too, so nothing is missed.
-        total += len(point._forward_hooks) + len(point._backward_hooks)
+    for module in model.modules():
+        for registry in (module._forward_hooks, module._forward_pre_hooks):
+            total += sum(
+                "output_capturing_hook" not in getattr(fn, "__qualname__", "")
+                for fn in registry.values()
+            )
     return total
 
 

@@ -181,7 +181,49 @@ class _Chunk:
         return sum(t.numel() * t.element_size() for t in [*self.keys, *self.values])
 
 
-class PrefixCache:
+class _Scorer:
+    """What both scorers share: the prompts' count and ids, the read tokens, the captured hooks."""
+
+    n: int
+    uids: tuple[str, ...] | None
+    base_logits: Tensor
+    base_acts: dict[str, Tensor]
+
+    def _common(
+        self,
+        model: Any,
+        sequences: Sequence[Sequence[int]],
+        read_ids: Sequence[int],
+        capture: Sequence[str],
+        uids: Sequence[str] | None,
+        tokenizer: Any | None,
+    ) -> None:
+        if len(sequences) == 0:
+            raise ConfigError("no prompts to score.", "pass at least one prompt.")
+        self.model = model
+        self.n = len(sequences)
+        self.uids = _uids(uids, self.n)
+        self.n_layers = n_layers_of(model)
+        self.d_model = int(model.cfg.d_model if is_hooked(model) else model.config.hidden_size)
+        self.read_ids = tuple(int(i) for i in read_ids)
+        self.capture = tuple(capture)
+        _check_edits(
+            [dict.fromkeys(self.capture, torch.zeros(self.d_model))],
+            self.n,
+            self.d_model,
+            self.n_layers,
+        )
+        self._pad = pad_id(
+            tokenizer if tokenizer is not None else getattr(model, "tokenizer", None)
+        )
+
+    @property
+    def base_predictions(self) -> Tensor:
+        """``[n]`` the unsteered answer (argmax over the read tokens)."""
+        return self.base_logits.argmax(-1)
+
+
+class PrefixCache(_Scorer):
     """Prompts run once up to their last token; last-position variants scored as one-token forwards.
 
     Args:
@@ -227,8 +269,7 @@ class PrefixCache:
                 "prefix-cached scoring runs on the plain transformers model, not a HookedTransformer.",
                 "pass the fast-path twin (fairlens.load_hf(spec)), or use FullPromptScorer.",
             )
-        if len(sequences) == 0:
-            raise ConfigError("no prompts to cache.", "pass at least one prompt.")
+        self._common(model, sequences, read_ids, capture, uids, tokenizer)
         short = [i for i, s in enumerate(sequences) if len(s) < 2]
         if short:
             raise ConfigError(
@@ -237,23 +278,10 @@ class PrefixCache:
             )
         if rows_per_pass < 1 or batch_size < 1:
             raise ConfigError("batch_size and rows_per_pass must be >= 1.")
-        self.model = model
-        self.n = len(sequences)
-        self.uids = _uids(uids, self.n)
-        self.n_layers = n_layers_of(model)
-        self.d_model = int(model.config.hidden_size)
         self.rows_per_pass = rows_per_pass
-        self.read_ids = tuple(int(i) for i in read_ids)
         self._w, self._b = _read_weights(model, self.read_ids)
         self._kwarg = _cache_kwarg(model)
-        self.capture = tuple(capture)
-        _check_edits(
-            [dict.fromkeys(self.capture, torch.zeros(self.d_model))],
-            self.n,
-            self.d_model,
-            self.n_layers,
-        )
-        pad = pad_id(tokenizer if tokenizer is not None else getattr(model, "tokenizer", None))
+        pad = self._pad
         device = model_device(model)
         lengths = [len(s) for s in sequences]
         self._chunks: list[_Chunk] = []
@@ -302,10 +330,6 @@ class PrefixCache:
     @property
     def cache_bytes(self) -> int:
         return sum(c.nbytes for c in self._chunks)
-
-    @property
-    def base_predictions(self) -> Tensor:
-        return self.base_logits.argmax(-1)
 
     def _forward(self, chunk: _Chunk, repeat: int, deltas: Mapping[str, Tensor]) -> Tensor:
         """One-token forward of ``repeat`` copies of the chunk (variant-major), returning read logits.
@@ -398,7 +422,7 @@ class PrefixCache:
         return out
 
 
-class FullPromptScorer:
+class FullPromptScorer(_Scorer):
     """The reference: re-runs every whole prompt under each edit (works on TL and HF models).
 
     Same interface as :class:`PrefixCache`; use it where no KV cache is available or to check the
@@ -419,32 +443,11 @@ class FullPromptScorer:
         desc: str = "full-prompt pass",
         uids: Sequence[str] | None = None,
     ) -> None:
-        if len(sequences) == 0:
-            raise ConfigError("no prompts to score.", "pass at least one prompt.")
-        self.model = model
+        self._common(model, sequences, read_ids, capture, uids, tokenizer)
         self.sequences = [list(s) for s in sequences]
-        self.n = len(sequences)
-        self.uids = _uids(uids, self.n)
-        self.n_layers = n_layers_of(model)
-        self.d_model = int(model.cfg.d_model if is_hooked(model) else model.config.hidden_size)
-        self.read_ids = tuple(int(i) for i in read_ids)
         self.batch_size = batch_size
         self.padding_side: PaddingSide = padding_side
-        self._pad = pad_id(
-            tokenizer if tokenizer is not None else getattr(model, "tokenizer", None)
-        )
-        self.capture = tuple(capture)
-        _check_edits(
-            [dict.fromkeys(self.capture, torch.zeros(self.d_model))],
-            self.n,
-            self.d_model,
-            self.n_layers,
-        )
         self.base_logits, self.base_acts = self._run({}, self.capture, progress=progress, desc=desc)
-
-    @property
-    def base_predictions(self) -> Tensor:
-        return self.base_logits.argmax(-1)
 
     def _run(
         self, edit: Edit, capture: Sequence[str], *, progress: bool = False, desc: str = ""

@@ -76,7 +76,8 @@ def letter_token_ids(tokenizer: Any) -> list[int]:
     return ids
 
 
-def _tokenizer(model: Any, tokenizer: Any | None) -> Any:
+def resolve_tokenizer(model: Any, tokenizer: Any | None) -> Any:
+    """``tokenizer``, else the one attached to ``model`` (TL models carry theirs); never None."""
     tok = tokenizer if tokenizer is not None else getattr(model, "tokenizer", None)
     if tok is None:
         raise ConfigError(
@@ -204,7 +205,7 @@ def score_items(
         raise ConfigError(f"reduction must be 'mean' or 'sum', got {reduction!r}.")
     if len(items) == 0:
         raise ConfigError("No items to score.", "Check the data selection (categories, limits).")
-    tok = _tokenizer(model, tokenizer)
+    tok = resolve_tokenizer(model, tokenizer)
     prompt_ids = encode(tok, build_prompts(items, prompt_format, tok, shots, instruction))
     scores = SCORERS[mode](
         model,

@@ -35,7 +35,6 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from fairlens.batching import encode
 from fairlens.data import BBQItem, content_hash
 from fairlens.directions import get_direction_method
 from fairlens.errors import ConfigError
@@ -44,7 +43,7 @@ from fairlens.gates import get_gate
 from fairlens.hooks import hook_name
 from fairlens.methods import DEBIAS_INSTRUCTION
 from fairlens.metrics import bbq_metrics
-from fairlens.prefix import Edit, PrefixCache, VariantScorer, make_scorer
+from fairlens.prefix import Edit, PrefixCache, VariantScorer
 from fairlens.stats import compare
 
 __all__ = [
@@ -880,34 +879,12 @@ def evaluate_variants(
     items, Wilson intervals, the paired bootstrap interval of the gain and McNemar's p.
     """
     items = list(items)
-    hooks = [hook_name(fit.hook_kind, v) for v in fit.layers]
-    seqs = encode(fit.tokenizer, fit._prompts(items))
-    scorer = make_scorer(
-        fit.model,
-        seqs,
-        read_ids=fit.letter_ids,
-        capture=hooks,
-        tokenizer=fit.tokenizer,
-        batch_size=fit.batch_size,
-        progress=progress,
-        desc="eval prefix pass",
-        uids=[it.uid for it in items],
-    )
+    scorer = fit.build_scorer(items, desc="eval prefix pass")
     base_row, rows, preds, _ = score_variants(
         fit, items, variants, scorer=scorer, progress=progress
     )
-    instr_seqs = encode(fit.tokenizer, fit._prompts(items, DEBIAS_INSTRUCTION))
-    instructed = make_scorer(
-        fit.model,
-        instr_seqs,
-        read_ids=fit.letter_ids,
-        capture=hooks,
-        tokenizer=fit.tokenizer,
-        batch_size=fit.batch_size,
-        progress=progress,
-        desc="eval instructed pass",
-        keep_cache=False,
-        uids=[it.uid for it in items],
+    instructed = fit.build_scorer(
+        items, instruction=DEBIAS_INSTRUCTION, keep_cache=False, desc="eval instructed pass"
     )
     base_preds = scorer.base_logits.argmax(-1).numpy()
     prompt_preds = instructed.base_logits.argmax(-1).numpy()
@@ -970,32 +947,26 @@ def patching_ceiling(
     """
     items = list(items)
     hooks = [hook_name(fit.hook_kind, v) for v in fit.layers]
-    if instructed is None:
-        seqs = encode(fit.tokenizer, fit._prompts(items, DEBIAS_INSTRUCTION))
-        instructed = make_scorer(
-            fit.model,
-            seqs,
-            read_ids=fit.letter_ids,
-            capture=hooks,
-            tokenizer=fit.tokenizer,
-            batch_size=fit.batch_size,
-            desc="instructed pass",
-            keep_cache=False,
-            uids=[it.uid for it in items],
+    instr: VariantScorer = (
+        instructed
+        if instructed is not None
+        else fit.build_scorer(
+            items, instruction=DEBIAS_INSTRUCTION, keep_cache=False, desc="instructed pass"
         )
+    )
     check_scorer(scorer, items)
-    check_scorer(instructed, items)
-    missing = [h for h in hooks if h not in scorer.base_acts or h not in instructed.base_acts]
+    check_scorer(instr, items)
+    missing = [h for h in hooks if h not in scorer.base_acts or h not in instr.base_acts]
     if missing:
         raise ConfigError(f"patching needs the activations at {missing} in both scorers.")
-    edits: list[Edit] = [{h: instructed.base_acts[h] - scorer.base_acts[h]} for h in hooks]
+    edits: list[Edit] = [{h: instr.base_acts[h] - scorer.base_acts[h]} for h in hooks]
     logits = scorer.logits(edits)
     base_preds = scorer.base_logits.argmax(-1).numpy()
     per_layer = []
     for layer, lg in zip(fit.layers, logits, strict=True):
         row = _row(items, lg.argmax(-1).numpy(), base_preds)
         per_layer.append({"layer": layer, **row})
-    prompt = _row(items, instructed.base_logits.argmax(-1).numpy(), base_preds)
+    prompt = _row(items, instr.base_logits.argmax(-1).numpy(), base_preds)
     return {
         "n": len(items),
         "base": _row(items, base_preds, base_preds),

@@ -107,6 +107,19 @@ def tiny():
     return tiny_hooked(seed=0)
 
 
+@pytest.fixture(autouse=True)
+def _no_hook_leaks(request):
+    """Every test leaves the shared tiny models without hooks: a leak fails the test that made it."""
+    yield
+    if "tiny" in request.fixturenames:
+        from fairlens.hooks import count_hooks
+
+        hooked, hf, _ = request.getfixturevalue("tiny")
+        assert count_hooks(hooked) + count_hooks(hf) == 0, (
+            f"{request.node.name} left hooks on the tiny models"
+        )
+
+
 @pytest.fixture
 def items() -> list[BBQItem]:
     return synthetic_items()

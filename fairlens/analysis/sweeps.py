@@ -256,11 +256,38 @@ def steering_sweep(
         for tau in taus if mode == "dynamic" else (float("nan"),):
             settings.append((mode, int(layer), float(alpha), float(tau)))
     probe = source.steerer(mode="static", layer=int(layers[0]), positions=positions)
-    if not is_hooked(model) and scoring == "letter" and probe.config.positions != "all":
-        return _cached_sweep(
-            model, items, source, settings, layers, alphas, taus, prompt_format, positions,
-            batch_size, tokenizer, progress,
-        )  # fmt: skip
+    cached = not is_hooked(model) and scoring == "letter" and probe.config.positions != "all"
+    run = _cached_sweep if cached else _full_sweep
+    base, points, hook_kind = run(
+        model, items, source, settings, layers, alphas, prompt_format, positions,
+        batch_size, tokenizer, progress, scoring,
+    )  # fmt: skip
+    return SteeringSweep(
+        base,
+        tuple(points),
+        tuple(int(v) for v in layers),
+        tuple(float(a) for a in alphas),
+        tuple(float(t) for t in taus),
+        len(items),
+        hook_kind,
+    )
+
+
+def _full_sweep(
+    model: Any,
+    items: Sequence[BBQItem],
+    source: Any,
+    settings: Sequence[tuple[str, int, float, float]],
+    layers: Sequence[int],
+    alphas: Sequence[float],
+    prompt_format: PromptFormat,
+    positions: str | None,
+    batch_size: int,
+    tokenizer: Any | None,
+    progress: bool,
+    scoring: ScoringMode,
+) -> tuple[SteeringPoint, list[SteeringPoint], str]:
+    """The sweep by re-running the prompts under each steerer (any model, any scoring mode)."""
 
     def run() -> np.ndarray:
         res = score_items(
@@ -284,15 +311,7 @@ def steering_sweep(
         with steerer.apply(model) as stats:
             preds = run()
         points.append(_point(mode, layer, alpha, tau, bbq_metrics(items, preds), stats.rate))
-    return SteeringSweep(
-        base,
-        tuple(points),
-        tuple(int(v) for v in layers),
-        tuple(float(a) for a in alphas),
-        tuple(float(t) for t in taus),
-        len(items),
-        hook_kind,
-    )
+    return base, points, hook_kind
 
 
 def _check_templates(items: Sequence[BBQItem], source: Any, exclude: Sequence[BBQItem]) -> None:
@@ -317,18 +336,17 @@ def _cached_sweep(
     settings: Sequence[tuple[str, int, float, float]],
     layers: Sequence[int],
     alphas: Sequence[float],
-    taus: Sequence[float],
     prompt_format: PromptFormat,
     positions: str | None,
     batch_size: int,
     tokenizer: Any | None,
     progress: bool,
-) -> SteeringSweep:
+    scoring: ScoringMode,
+) -> tuple[SteeringPoint, list[SteeringPoint], str]:
     """The sweep on a prefix cache: one static forward per (layer, alpha), dynamic composed."""
     from fairlens.batching import encode
-    from fairlens.fitting import resolve_tokenizer
     from fairlens.prefix import PrefixCache
-    from fairlens.scoring import build_prompts, letter_token_ids
+    from fairlens.scoring import build_prompts, letter_token_ids, resolve_tokenizer
 
     tok = resolve_tokenizer(model, tokenizer)
     statics = {
@@ -369,12 +387,4 @@ def _cached_sweep(
             preds = torch.where(fire, static_preds[(layer, alpha)], base_preds)
             rate = float(fire.float().mean())
         points.append(_point(mode, layer, alpha, tau, bbq_metrics(items, preds), rate))
-    return SteeringSweep(
-        base,
-        tuple(points),
-        tuple(int(v) for v in layers),
-        tuple(float(a) for a in alphas),
-        tuple(float(t) for t in taus),
-        len(items),
-        hook_kind,
-    )
+    return base, points, hook_kind

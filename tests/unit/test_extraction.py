@@ -84,4 +84,4 @@ def test_hf_lean_extraction_equals_tl(tiny):
 
 
 def _hf_hook_count(model) -> int:
-    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+    return count_hooks(model)

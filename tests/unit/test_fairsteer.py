@@ -124,7 +124,7 @@ def test_few_shot_fit_and_evaluate():
     hooked, _, _ = tiny_hooked(seed=0)
     items = synthetic_items(n_templates=10, per_template=12, categories=("Age", "SES", "Religion"))
     splits = split_by_template(items, {"probe": 0.5, "dsv": 0.2, "shots": 0.1, "eval": 0.2}, seed=1)
-    shots = few_shot_examples(list(splits["shots"].items), 8, seed=0)
+    shots = few_shot_examples(list(splits["shots"].items), 2, seed=0)
     fs = FairSteer(scoring="loglik", prompt_format="few_shot", layer=1, selection="probe").fit(
         hooked, list(splits["probe"].items), list(splits["dsv"].items), shots=shots
     )

@@ -8,6 +8,7 @@ import torch
 from fairlens.batching import encode_batch
 from fairlens.errors import ConfigError
 from fairlens.generation import continuation_logprobs, generate_greedy
+from fairlens.hooks import count_hooks
 from fairlens.steering import Steerer, SteeringConfig
 
 HOOK = "blocks.1.hook_resid_post"
@@ -15,7 +16,7 @@ PROMPTS = ["the old man came late and", "a nurse", "the young woman left early b
 
 
 def _torch_hooks(model):
-    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+    return count_hooks(model)
 
 
 def _steerer(hf, mode="static", alpha=8.0, positions="generated"):

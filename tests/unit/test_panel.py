@@ -55,7 +55,7 @@ def setup():
 
 
 def _torch_hooks(model):
-    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+    return count_hooks(model)
 
 
 def test_full_panel_runs_every_method_on_every_suite(setup):

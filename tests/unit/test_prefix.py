@@ -23,7 +23,7 @@ HOOKS = [f"blocks.{layer}.hook_resid_post" for layer in range(3)]
 
 
 def _hf_hooks(model) -> int:
-    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+    return count_hooks(model)
 
 
 @pytest.fixture(scope="module")

@@ -163,7 +163,7 @@ def test_fast_path_on_hf_model_matches_tl(tiny, batch):
     """The same Steerer on the plain HF model: same gate decisions, same logits, no hook left."""
     hooked, hf, _ = tiny
     steerer = _separating_steerer(hooked, batch)
-    before = sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in hf.modules())
+    before = count_hooks(hf)
     with torch.no_grad():
         with steerer.apply(hooked, record=True) as tl_stats:
             tl = forward_logits(hooked, batch)
@@ -172,7 +172,7 @@ def test_fast_path_on_hf_model_matches_tl(tiny, batch):
     assert torch.equal(tl_stats.history[0] < 0.5, hf_stats.history[0] < 0.5)
     mask = batch.attention_mask.bool()
     assert (tl[mask] - fast[mask]).abs().max().item() <= 1e-4
-    assert sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in hf.modules()) == before
+    assert count_hooks(hf) == before
 
 
 def test_fast_path_generation_matches_tl(tiny, batch):
