@@ -268,6 +268,10 @@ class FairSteer:
             f"{c}/{q}"
             for c, q in {it.template_id for it in [*probe_items, *dsv_items, *(select_items or [])]}
         )
+        # the selection split's share of them: another selection (a sweep) may reuse it, eval may not
+        self.selection_templates_ = sorted(
+            f"{c}/{q}" for c, q in {it.template_id for it in select_items or []}
+        )
         self._select(fit, list(select_items or []), progress, say)
         return self
 
@@ -506,6 +510,7 @@ class FairSteer:
             "dsv": self.dsv_.to_dict(),
             "split_hashes": self.split_hashes_,
             "fitted_templates": self.fitted_templates_,
+            "selection_templates": self.selection_templates_,
             "probe_counts": self.probe_counts_,
             "label_composition": self.label_composition_,
             "base_probe_accuracy": self.base_probe_accuracy_,
@@ -547,6 +552,7 @@ class FairSteer:
         fs.alpha_ = float(meta["alpha"])
         fs.split_hashes_ = meta["split_hashes"]
         fs.fitted_templates_ = list(meta["fitted_templates"])
+        fs.selection_templates_ = list(meta.get("selection_templates", []))
         fs.probe_counts_ = meta["probe_counts"]
         fs.label_composition_ = meta["label_composition"]
         fs.base_probe_accuracy_ = meta["base_probe_accuracy"]

@@ -239,7 +239,8 @@ def steering_sweep(
         batch_size: Items per forward pass.
         tokenizer: For a plain transformers model.
         exclude: Items the sweep must not share a BBQ template with (e.g. the eval split); the
-            steerer's own fitting templates (``fitted_templates_``) are always excluded.
+            steerer's fit split (its probe and DSV templates) is always refused, its selection
+            split is allowed (a sweep is one more selection on it).
         progress: Show a progress bar over settings.
 
     Returns:
@@ -315,10 +316,14 @@ def _full_sweep(
 
 
 def _check_templates(items: Sequence[BBQItem], source: Any, exclude: Sequence[BBQItem]) -> None:
-    fitted = set(getattr(source, "fitted_templates_", None) or ())
+    # the fit split (probe and DSV items) is refused; the steerer's own selection split is not:
+    # a sweep is another selection on it, and both stay disjoint from the eval split
+    fitted = set(getattr(source, "fitted_templates_", None) or ()) - set(
+        getattr(source, "selection_templates_", None) or ()
+    )
     excluded = {f"{it.category}/{it.question_index}" for it in exclude}
     for name, templates in (
-        ("the steerer's fitting data", fitted),
+        ("the steerer's fit split", fitted),
         ("the excluded items", excluded),
     ):
         shared = sorted({f"{it.category}/{it.question_index}" for it in items} & templates)

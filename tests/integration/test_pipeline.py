@@ -82,12 +82,13 @@ def test_run_writes_report_with_the_panel(smollm2, bbq_items, tmp_path, capsys):
     assert report["config"]["scoring"] == "letter" and report["model"]["d_model"] == 576
     search = report["search"]
     assert search["settings"]["n_select"] == 3 * 10 and search["settings"]["n_eval"] == 12
-    assert {"base", "prompt", "fairsteer", search["chosen"]} <= set(search["eval"])
+    fs_key = search["references"]["fairsteer"]["row"]["key"]  # eval results are keyed by variant
+    assert {"base", "prompt", fs_key, search["chosen"]} <= set(search["eval"])
     assert (tmp_path / "smoke" / "search" / "search.md").is_file()
     assert "## Steering search" in out and "selection rule (declared before scoring)" in out
     # the panel's prefix-cached BBQ answers equal the search's eval-split answers
     panel_fs = panel["results"]["bbq"]["fairsteer"]["metrics"]["pooled"]
-    assert panel_fs["acc_ambig"] == search["eval"]["fairsteer"]["acc_ambig"]
+    assert panel_fs["acc_ambig"] == search["eval"][fs_key]["acc_ambig"]
 
     # a second run with the same settings resumes every stage and reports the same numbers
     assert main(["run", "--name", "smoke", "--out-dir", str(tmp_path), "--categories", "Age",

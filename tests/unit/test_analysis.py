@@ -257,6 +257,22 @@ def test_cached_sweep_equals_the_full_prompt_sweep(tiny):
         steering_sweep(hf, items, _Source(hooked), tokenizer=tok, exclude=items[:1], **kw)
 
 
+def test_sweep_refuses_the_fit_split_but_not_the_selection_split(tiny):
+    """A sweep is one more selection: the steerer's selection templates are allowed, fit ones not."""
+    hooked, _, _ = tiny
+    items = synthetic_items(n_templates=4, per_template=2)
+    fit_items, select_items = items[:4], items[4:]
+    source = _Source(hooked)
+    tid = [f"{it.category}/{it.question_index}" for it in items]
+    assert not set(tid[:4]) & set(tid[4:])
+    source.fitted_templates_ = sorted(set(tid))  # probe + DSV + selection, as FairSteer.fit stores
+    source.selection_templates_ = sorted(set(tid[4:]))
+    kw = {"layers": [1], "alphas": [1.0], "modes": ["static"]}
+    assert len(steering_sweep(hooked, select_items, source, **kw).points) == 1
+    with pytest.raises(ConfigError, match="fit split"):
+        steering_sweep(hooked, fit_items, source, **kw)
+
+
 def test_ablation_effect_and_token_view(tiny):
     hooked, _, _ = tiny
     items = synthetic_items(n_templates=2, per_template=4)
