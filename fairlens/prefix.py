@@ -117,15 +117,13 @@ def _rows_delta(
     return out
 
 
-def _add_at_last(delta: Tensor) -> Callable[[Tensor], Tensor]:
-    """``fn(act) -> act`` adding ``delta[row]`` at the last position of each row."""
+def _add_per_variant(delta: Tensor, b: int, repeat: int) -> Callable[[Tensor], Tensor]:
+    """``fn(act) -> act`` for ``act`` ``[b, repeat, d]``: variant ``v`` of item ``i`` gets
+    ``delta[v * b + i]`` (``delta`` is variant-major, ``[repeat * b, d]``)."""
+    per = delta.reshape(repeat, b, -1).transpose(0, 1)
 
     def fn(act: Tensor) -> Tensor:
-        if act.shape[1] == 1:
-            return act + delta[:, None, :].to(act.dtype)
-        out = act.clone()
-        out[:, -1] = out[:, -1] + delta.to(act.dtype)
-        return out
+        return act + per.to(act.dtype)
 
     return fn
 
@@ -332,28 +330,39 @@ class PrefixCache(_Scorer):
         return sum(c.nbytes for c in self._chunks)
 
     def _forward(self, chunk: _Chunk, repeat: int, deltas: Mapping[str, Tensor]) -> Tensor:
-        """One-token forward of ``repeat`` copies of the chunk (variant-major), returning read logits.
+        """One-token forward of ``repeat`` variants of each chunk row, returning read logits.
 
-        Runs under the caller's grad mode (gradients flow into ``deltas``, never into the cache).
+        The variants of an item go along the sequence axis, not the batch axis: each item's
+        keys and values are read once (never copied per variant) and ``repeat`` copies of its last
+        token follow them, all at the last position's index, under a custom mask that lets variant
+        ``v`` see the prefix and itself only. So every variant row computes exactly what a lone
+        one-token forward on the cache would, without repeating the cache ``repeat`` times.
+        ``deltas`` are ``[repeat * b, d]`` variant-major (or ``[b, d]`` when ``repeat == 1``); the
+        result is ``[repeat * b, k]`` variant-major. Runs under the caller's grad mode (gradients
+        flow into ``deltas``, never into the cache).
         """
         from transformers import DynamicCache
 
-        data = [
-            (k.repeat(repeat, 1, 1, 1), v.repeat(repeat, 1, 1, 1))
-            for k, v in zip(chunk.keys, chunk.values, strict=True)
-        ]
-        mask = chunk.prefix_mask.repeat(repeat, 1)
-        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-        fns = {h: _add_at_last(d) for h, d in deltas.items()}
+        b = len(chunk.rows)
+        dtype = chunk.keys[0].dtype
+        data = list(zip(chunk.keys, chunk.values, strict=True))
+        seen = chunk.prefix_mask.bool()[:, None, None, :].expand(b, 1, repeat, -1)
+        own = torch.eye(repeat, dtype=torch.bool, device=seen.device)[None, None].expand(
+            b, 1, -1, -1
+        )
+        allowed = torch.cat([seen, own], dim=-1)
+        mask = torch.zeros(allowed.shape, dtype=dtype, device=seen.device)
+        mask = mask.masked_fill(~allowed, torch.finfo(dtype).min)
+        fns = {h: _add_per_variant(d, b, repeat) for h, d in deltas.items()}
         with _hooks(self.model, fns):
             out = self.model.model(
-                input_ids=chunk.last_ids.repeat(repeat)[:, None],
+                input_ids=chunk.last_ids[:, None].expand(b, repeat),
                 attention_mask=mask,
-                position_ids=chunk.last_pos.repeat(repeat)[:, None],
+                position_ids=chunk.last_pos[:, None].expand(b, repeat),
                 use_cache=True,
                 **{self._kwarg: DynamicCache(ddp_cache_data=data)},
             )
-        hidden = out.last_hidden_state[:, -1]
+        hidden = out.last_hidden_state.transpose(0, 1).reshape(repeat * b, -1)  # variant-major
         logits = hidden @ self._w.to(hidden.dtype).T
         return logits if self._b is None else logits + self._b.to(hidden.dtype)
 
