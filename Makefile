@@ -35,22 +35,26 @@ experiment-model: setup
 	  print(M['$(EXPERIMENT_MODEL)'].install_command)") --quiet
 	$(BIN)/python -c "from fairlens.models import EMBEDDED_MODELS as M; print(M['$(EXPERIMENT_MODEL)'].locate())"
 
-# The panel and the steering search on the experiment model at CPU size: fit split 330 probe items,
+# The panel and the steering search on the experiment model at CPU size: fit split 176 probe items,
 # selection split 418 items (209 ambiguous / 209 disambiguated), eval split 814 (407 / 407), all 11
-# categories, template-disjoint. ~4 h on 2 quiet cores (docs/results.md); resumable: run it again
-# after an interruption and it continues after the last finished stage (and scored variant).
+# categories, template-disjoint; search grid 8 directions x 7 layers (stride 4) x alpha 0.4, 0.8.
+# ~3 h on 2 quiet cores (docs/results.md); resumable: run it again after an interruption and it
+# continues after the last finished stage (and scored variant group).
 experiment: experiment-model
 	$(BIN)/fairlens run --name $(EXPERIMENT_MODEL) --model $(EXPERIMENT_MODEL) \
-	  --probe-per-category 30 --select-per-category 38 --eval-per-category 74 \
-	  --crows-per-type 10 --open-per-category 2 --open-crows-per-type 1 --text-n 20 \
-	  --max-new-tokens 16 --search --search-layer-stride 2 --search-alphas 0.2 0.4 0.8 \
+	  --probe-per-category 16 --select-per-category 38 --eval-per-category 74 \
+	  --crows-per-type 6 --open-per-category 1 --open-crows-per-type 1 --text-n 10 \
+	  --max-new-tokens 16 --alphas 0.2 0.4 0.8 --search --search-layer-stride 4 --search-alphas 0.4 0.8 \
 	  --search-patching eval --threads $${FAIRLENS_THREADS:-2}
 
 # Main job: FairSteer, the steering search and the evaluation panel on the embedded SmolLM2-135M
-# (CPU subset, ~12 min on 2 cores)
+# (CPU subset, ~15 min on 2 cores). The demo's search grid is small: 7 direction methods (the
+# instruction contrast, one more pass over the probe items, is left out) x 5 layers x 2 strengths.
 demo: setup
-	$(BIN)/fairlens run --name smollm2-demo --search --search-layer-stride 3 \
-	  --search-alphas 0.2 0.8 --threads $${FAIRLENS_THREADS:-2}
+	$(BIN)/fairlens run --name smollm2-demo --search --search-layer-stride 6 \
+	  --search-alphas 0.2 0.8 --search-patching eval \
+	  --search-directions dsv dsv_balanced colon probe pca say_unknown optimised \
+	  --threads $${FAIRLENS_THREADS:-2}
 
 figures: setup
 	$(BIN)/fairlens figures --out-dir figures --threads $${FAIRLENS_THREADS:-2}
