@@ -258,11 +258,12 @@ def steering_sweep(
             settings.append((mode, int(layer), float(alpha), float(tau)))
     probe = source.steerer(mode="static", layer=int(layers[0]), positions=positions)
     cached = not is_hooked(model) and scoring == "letter" and probe.config.positions != "all"
-    run = _cached_sweep if cached else _full_sweep
-    base, points, hook_kind = run(
-        model, items, source, settings, layers, alphas, prompt_format, positions,
-        batch_size, tokenizer, progress, scoring,
+    plan = _SweepPlan(
+        model, tuple(items), source, tuple(settings), tuple(int(v) for v in layers),
+        tuple(float(a) for a in alphas), prompt_format, positions, batch_size, tokenizer,
+        progress, scoring,
     )  # fmt: skip
+    base, points, hook_kind = (_cached_sweep if cached else _full_sweep)(plan)
     return SteeringSweep(
         base,
         tuple(points),
@@ -274,38 +275,46 @@ def steering_sweep(
     )
 
 
-def _full_sweep(
-    model: Any,
-    items: Sequence[BBQItem],
-    source: Any,
-    settings: Sequence[tuple[str, int, float, float]],
-    layers: Sequence[int],
-    alphas: Sequence[float],
-    prompt_format: PromptFormat,
-    positions: str | None,
-    batch_size: int,
-    tokenizer: Any | None,
-    progress: bool,
-    scoring: ScoringMode,
-) -> tuple[SteeringPoint, list[SteeringPoint], str]:
+@dataclass(frozen=True)
+class _SweepPlan:
+    """What both sweep engines need: the model, the items, the steerer source and the settings."""
+
+    model: Any
+    items: tuple[BBQItem, ...]
+    source: Any
+    settings: tuple[tuple[str, int, float, float], ...]
+    layers: tuple[int, ...]
+    alphas: tuple[float, ...]
+    prompt_format: PromptFormat
+    positions: str | None
+    batch_size: int
+    tokenizer: Any | None
+    progress: bool
+    scoring: ScoringMode
+
+
+def _full_sweep(plan: _SweepPlan) -> tuple[SteeringPoint, list[SteeringPoint], str]:
     """The sweep by re-running the prompts under each steerer (any model, any scoring mode)."""
+    model, items, source = plan.model, plan.items, plan.source
 
     def run() -> np.ndarray:
         res = score_items(
-            model, items, mode=scoring, prompt_format=prompt_format, batch_size=batch_size,
-            tokenizer=tokenizer,
+            model, items, mode=plan.scoring, prompt_format=plan.prompt_format, batch_size=plan.batch_size,
+            tokenizer=plan.tokenizer,
         )  # fmt: skip
         return res.predictions.numpy()
 
     base = _point("base", -1, 0.0, float("nan"), bbq_metrics(items, run()), float("nan"))
     points = []
     hook_kind = ""
-    for mode, layer, alpha, tau in tqdm(settings, desc="steering sweep", disable=not progress):
+    for mode, layer, alpha, tau in tqdm(
+        plan.settings, desc="steering sweep", disable=not plan.progress
+    ):
         steerer = source.steerer(
             mode=mode,
             alpha=alpha,
             tau=0.5 if mode == "static" else tau,
-            positions=positions,
+            positions=plan.positions,
             layer=layer,
         )
         hook_kind = steerer.hook_name.rsplit("hook_", 1)[-1]
@@ -334,35 +343,25 @@ def _check_templates(items: Sequence[BBQItem], source: Any, exclude: Sequence[BB
             )
 
 
-def _cached_sweep(
-    model: Any,
-    items: Sequence[BBQItem],
-    source: Any,
-    settings: Sequence[tuple[str, int, float, float]],
-    layers: Sequence[int],
-    alphas: Sequence[float],
-    prompt_format: PromptFormat,
-    positions: str | None,
-    batch_size: int,
-    tokenizer: Any | None,
-    progress: bool,
-    scoring: ScoringMode,
-) -> tuple[SteeringPoint, list[SteeringPoint], str]:
+def _cached_sweep(plan: _SweepPlan) -> tuple[SteeringPoint, list[SteeringPoint], str]:
     """The sweep on a prefix cache: one static forward per (layer, alpha), dynamic composed."""
     from fairlens.batching import encode
     from fairlens.prefix import PrefixCache
     from fairlens.scoring import build_prompts, letter_token_ids, resolve_tokenizer
 
-    tok = resolve_tokenizer(model, tokenizer)
+    model, items, source = plan.model, plan.items, plan.source
+    positions, progress = plan.positions, plan.progress
+
+    tok = resolve_tokenizer(model, plan.tokenizer)
     statics = {
         (layer, alpha): source.steerer(mode="static", alpha=alpha, layer=layer, positions=positions)
-        for layer in (int(v) for v in layers)
-        for alpha in (float(a) for a in alphas)
+        for layer in plan.layers
+        for alpha in plan.alphas
     }
     hooks = sorted({s.hook_name for s in statics.values()})
     cache = PrefixCache(
-        model, encode(tok, build_prompts(items, prompt_format, tok, None)),
-        read_ids=letter_token_ids(tok), capture=hooks, tokenizer=tok, batch_size=batch_size,
+        model, encode(tok, build_prompts(items, plan.prompt_format, tok, None)),
+        read_ids=letter_token_ids(tok), capture=hooks, tokenizer=tok, batch_size=plan.batch_size,
         progress=progress, uids=[it.uid for it in items],
     )  # fmt: skip
     keys = list(statics)
@@ -382,7 +381,7 @@ def _cached_sweep(
     base = _point("base", -1, 0.0, float("nan"), bbq_metrics(items, base_preds), float("nan"))
     points = []
     hook_kind = ""
-    for mode, layer, alpha, tau in settings:
+    for mode, layer, alpha, tau in plan.settings:
         st = statics[(layer, alpha)]
         hook_kind = st.hook_name.rsplit("hook_", 1)[-1]
         if mode == "static":
