@@ -693,6 +693,7 @@ def _run_search(
         progress=progress,
         log=say,
         scorers_out=scorers,
+        checkpoint=lambda: fit.save(rundir.path / "fit_data"),  # a resume skips the fitting
         extra_eval={
             "fairsteer": selected,
             "static": replace(selected, mode="static", gate=None, tau=None),

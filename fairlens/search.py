@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, cast
@@ -665,6 +665,7 @@ def run_search(
     extra_spaces: Sequence[SearchSpace] = (),
     extra_eval: Mapping[str, Variant] | None = None,
     scorers_out: dict[str, Any] | None = None,
+    checkpoint: Callable[[], object] | None = None,
     progress: bool = False,
     log: Any = None,
 ) -> SearchResult:
@@ -687,6 +688,8 @@ def run_search(
             both splits beside the references; they take no part in the choice.
         scorers_out: If given, receives the eval split's scorers (``"plain"``, ``"prompt"``) for
             reuse (the panel's BBQ suite).
+        checkpoint: Called once every direction and gate is fitted, before any scoring (e.g. to
+            save the fit data, so that a resumed search does not fit them again).
         progress: Progress bars.
         log: ``log(message)`` for stage messages.
     """
@@ -743,6 +746,8 @@ def run_search(
     for name, layers in needed.items():
         say(f"fitting direction {name!r} at {len(layers)} layers")
         fit.direction(name, sorted(layers))
+    if checkpoint is not None:
+        checkpoint()
     fit.scorer = None  # the probe items' keys and values are no longer needed
     store = None
     if out_dir is not None:

@@ -223,3 +223,35 @@ def test_unfitted_layers_are_refused(setup):
     *_, fit, _ = setup
     with pytest.raises(ConfigError, match="layers \\[9\\]"):
         fit.direction("dsv", [9])
+
+
+def test_checkpoint_saves_every_fitted_direction_before_scoring(setup, tmp_path, monkeypatch):
+    _, hf, tok, _, parts = setup
+    fit = FitData(hf, parts["probe"], parts["dsv"], tokenizer=tok)
+    space = SearchSpace(directions=("dsv", "pca"), alphas=(0.4,), gates=("bad",), taus=(0.5,))
+    scored: list[int] = []
+    saved_after: list[int] = []
+    scorer_cls = type(fit.scorer_for(parts["select"]))
+    real = scorer_cls.logits
+    monkeypatch.setattr(
+        scorer_cls,
+        "logits",
+        lambda self, edits, **kw: scored.append(len(edits)) or real(self, edits, **kw),
+    )
+
+    def checkpoint() -> None:
+        saved_after.append(len(scored))
+        fit.save(tmp_path / "fit_data")
+
+    run_search(fit, parts["select"], space=space, checkpoint=checkpoint, patching=())
+    assert saved_after == [0] and sum(scored) > 0  # saved once, before any variant was scored
+    back = FitData.load(tmp_path / "fit_data", hf, parts["probe"], parts["dsv"], tokenizer=tok)
+    for cls in ("MeanDifference", "PCADirection"):
+        monkeypatch.setattr(
+            f"fairlens.directions.estimators.{cls}.fit",
+            lambda *a, **k: pytest.fail("a saved direction was fitted again"),
+        )
+    for name in ("dsv", "pca"):
+        torch.testing.assert_close(
+            back.direction(name, fit.layers).vectors, fit.direction(name, fit.layers).vectors
+        )
