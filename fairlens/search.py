@@ -738,8 +738,9 @@ def run_search(
         else []
     )
     refs.update(extra_eval or {})
+    all_variants = _unique([*variants, *refs.values(), *paper_layers])
     needed: dict[str, set[int]] = {}
-    for v in variants:  # fit every direction and gate first: errors surface before any scoring
+    for v in all_variants:  # fit every direction and gate first: errors surface before any scoring
         needed.setdefault(v.direction, set()).update(v.layers)
         if v.gate is not None:
             fit.gate(v.gate)
@@ -763,7 +764,6 @@ def run_search(
     say(
         f"selection: {len(variants)} variants + {len(paper_layers)} reference layers on {len(select_items)} items"
     )
-    all_variants = _unique([*variants, *refs.values(), *paper_layers])
     base, rows_all, _, scorer = score_variants(
         fit, select_items, all_variants, store=store, progress=progress
     )

@@ -201,14 +201,7 @@ def test_search_protocol_resume_and_refusals(setup, tmp_path, monkeypatch):
     path = tmp_path / "grid" / "edits.jsonl"
     lines = path.read_text().splitlines()
     path.write_text("\n".join(lines[:-1]) + "\n" + lines[-1][: len(lines[-1]) // 2])
-    calls = []
-    scorer_cls = type(fit.scorer_for(parts["select"]))
-    real = scorer_cls.logits
-    monkeypatch.setattr(
-        scorer_cls,
-        "logits",
-        lambda self, edits, **kw: calls.append(len(edits)) or real(self, edits, **kw),
-    )
+    calls = _count_scored_edits(monkeypatch, fit, parts["select"])
     again = run_search(fit, parts["select"], space=space, out_dir=tmp_path / "grid", patching=())
     assert again.chosen == res.chosen and again.rows == res.rows
     assert sum(calls) == 1  # only the cut edit was recomputed
@@ -228,16 +221,10 @@ def test_unfitted_layers_are_refused(setup):
 def test_checkpoint_saves_every_fitted_direction_before_scoring(setup, tmp_path, monkeypatch):
     _, hf, tok, _, parts = setup
     fit = FitData(hf, parts["probe"], parts["dsv"], tokenizer=tok)
-    space = SearchSpace(directions=("dsv", "pca"), alphas=(0.4,), gates=("bad",), taus=(0.5,))
-    scored: list[int] = []
+    # the grid needs only "pca"; "dsv" is needed by the paper references alone
+    space = SearchSpace(directions=("pca",), alphas=(0.4,), gates=("bad",), taus=(0.5,))
+    scored = _count_scored_edits(monkeypatch, fit, parts["select"])
     saved_after: list[int] = []
-    scorer_cls = type(fit.scorer_for(parts["select"]))
-    real = scorer_cls.logits
-    monkeypatch.setattr(
-        scorer_cls,
-        "logits",
-        lambda self, edits, **kw: scored.append(len(edits)) or real(self, edits, **kw),
-    )
 
     def checkpoint() -> None:
         saved_after.append(len(scored))
@@ -255,3 +242,16 @@ def test_checkpoint_saves_every_fitted_direction_before_scoring(setup, tmp_path,
         torch.testing.assert_close(
             back.direction(name, fit.layers).vectors, fit.direction(name, fit.layers).vectors
         )
+
+
+def _count_scored_edits(monkeypatch, fit, items) -> list[int]:
+    """Record the number of edits of every ``logits`` call of the scorer class used on ``items``."""
+    calls: list[int] = []
+    scorer_cls = type(fit.scorer_for(items))
+    real = scorer_cls.logits
+    monkeypatch.setattr(
+        scorer_cls,
+        "logits",
+        lambda self, edits, **kw: calls.append(len(edits)) or real(self, edits, **kw),
+    )
+    return calls
