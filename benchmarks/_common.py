@@ -39,8 +39,8 @@ def parse_args(description: str, **extra: Any) -> argparse.Namespace:
 
 def load_models(device: str) -> tuple[Any, Any, Any, str]:
     """``(hooked, hf, tokenizer, description)`` for the device (see the module docstring)."""
+    from fairlens.models.tl_adapter import WeightProcessing, hooked_from_hf
     from fairlens.testing import tiny_tokenizer
-    from fairlens.tl_adapter import WeightProcessing, hooked_from_hf
 
     if device == "cpu":
         from fairlens.models import load_hf, load_model

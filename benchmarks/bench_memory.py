@@ -12,7 +12,7 @@ import time
 import torch
 from _common import load_models, parse_args, write
 
-from fairlens.batching import encode
+from fairlens.backend import encode
 from fairlens.data import format_prompt, load_bbq, subsample
 
 FULL_BBQ = 58_492

@@ -18,7 +18,7 @@ import time
 import torch
 from _common import parse_args, write
 
-from fairlens.batching import encode
+from fairlens.backend import encode
 from fairlens.data import load_bbq, resolve_data_dir, subsample
 from fairlens.models import load_hf
 from fairlens.prefix import FullPromptScorer, PrefixCache

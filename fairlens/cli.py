@@ -87,6 +87,15 @@ def _cmd_models_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_models_families(args: argparse.Namespace) -> int:
+    from fairlens.models import FAMILIES
+
+    for name, family in FAMILIES.items():
+        print(f"{name:<10}{'/'.join(family.architectures):<22}{family.description}")
+    print("A local checkpoint (.gguf or HF directory) of any of these loads on both paths.")
+    return 0
+
+
 def _cmd_models_info(args: argparse.Namespace) -> int:
     from fairlens.models import get_model_info, load_model
     from fairlens.runtime import set_threads
@@ -352,6 +361,8 @@ def build_parser() -> argparse.ArgumentParser:
     models_sub = models.add_subparsers(dest="models_command", required=True)
     mlist = models_sub.add_parser("list", help="embedded models and where they are")
     mlist.set_defaults(func=_cmd_models_list)
+    mfam = models_sub.add_parser("families", help="the architectures fairlens loads")
+    mfam.set_defaults(func=_cmd_models_families)
     minfo = models_sub.add_parser("info", help="load a model and print its fingerprint")
     _add_model(minfo)
     minfo.add_argument(

@@ -9,7 +9,7 @@ floats.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import ExitStack, contextmanager, suppress
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,24 +20,22 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from fairlens.artifacts import load_artifact, save_artifact
-from fairlens.batching import (
+from fairlens.backend import (
     Batch,
     PaddingSide,
+    add_hooks,
     check_context,
+    decoder_of,
+    hook_name,
     is_hooked,
     length_sorted_chunks,
     model_device,
     pad_id,
     pad_sequences,
-)
-from fairlens.errors import ConfigError
-from fairlens.hooks import (
-    hook_name,
     parse_hook_name,
     resolve_hooks,
-    temporary_hf_hook,
-    temporary_hooks,
 )
+from fairlens.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -142,23 +140,15 @@ def _capturing(
     stop: int,
 ) -> Iterator[None]:
     """Capture hooks for ``names``; on HF models also a hook that stops after layer ``stop - 1``."""
-    if is_hooked(model):
-        with temporary_hooks(model, [(n, _tl_style(capture(n))) for n in names]):
-            yield
-        return
+    hooks = [(name, capture(name)) for name in names]
+    if not is_hooked(model):  # TL stops by itself (stop_at_layer)
 
-    def halt(act: Tensor) -> Tensor:
-        raise _StopForward
+        def halt(act: Tensor) -> Tensor:
+            raise _StopForward
 
-    with ExitStack() as stack:
-        for name in names:
-            stack.enter_context(temporary_hf_hook(model, name, capture(name)))
-        stack.enter_context(temporary_hf_hook(model, hook_name("resid_post", stop - 1), halt))
+        hooks.append((hook_name("resid_post", stop - 1), halt))
+    with add_hooks(model, hooks):
         yield
-
-
-def _tl_style(fn: Callable[[Tensor], Tensor]) -> Callable[..., Tensor]:
-    return lambda act, hook: fn(act)
 
 
 def _forward_until(model: Any, batch: Batch, stop: int) -> None:
@@ -168,7 +158,7 @@ def _forward_until(model: Any, batch: Batch, stop: int) -> None:
         model(batch.input_ids, attention_mask=batch.attention_mask, stop_at_layer=stop)
         return
     with suppress(_StopForward):
-        model.model(
+        decoder_of(model)(
             input_ids=batch.input_ids,
             attention_mask=batch.attention_mask,
             position_ids=batch.position_ids,
@@ -192,7 +182,7 @@ def extract_activations(
 ) -> Activations:
     """Read activations at one position per sequence, for a TL or a plain HF model.
 
-    On a ``HookedTransformer`` any hook point works; on a plain HF Llama-family model (the lean,
+    On a ``HookedTransformer`` any hook point works; on a plain transformers model of any registered family (the lean,
     fast path) ``resid_pre``, ``resid_post``, ``attn_out`` and ``mlp_out`` do, and the forward pass
     is cut after the last needed layer by raising from a hook. Both read the same numbers.
 

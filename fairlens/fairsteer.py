@@ -38,12 +38,12 @@ from torch import Tensor
 
 from fairlens._version import __version__
 from fairlens.artifacts import load_artifact, save_artifact
+from fairlens.backend import HOOK_KINDS, hook_name
 from fairlens.data import BBQItem, PromptFormat
 from fairlens.directions import DIRECTION_METHODS, Directions, cosine, get_direction_method
 from fairlens.errors import ArtifactError, ConfigError, NotFittedError
 from fairlens.fitting import FitData, check_disjoint
 from fairlens.gates import GATES, get_gate
-from fairlens.hooks import HOOK_KINDS, hook_name
 from fairlens.metrics import accuracy
 from fairlens.models import ModelInfo, get_model_info
 from fairlens.scoring import ScoringMode
@@ -631,6 +631,6 @@ def _sweep_from_dict(d: dict[str, Any], coef: torch.Tensor, intercept: torch.Ten
 
 
 def _info_from_fingerprint(fp: dict[str, Any]) -> ModelInfo:
-    from fairlens.tl_adapter import WeightProcessing
+    from fairlens.models.tl_adapter import WeightProcessing
 
     return ModelInfo(**{**fp, "processing": WeightProcessing(**fp["processing"])})

@@ -78,7 +78,7 @@ def build_figures(
 
     from fairlens import analysis as an
     from fairlens import plots
-    from fairlens.batching import encode
+    from fairlens.backend import encode
     from fairlens.data import split_by_template, subsample
     from fairlens.directions import pca_direction
     from fairlens.extraction import Activations, extract_activations

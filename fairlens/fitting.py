@@ -24,13 +24,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from fairlens.batching import encode, is_hooked
+from fairlens.backend import encode, hook_name, is_hooked, n_layers_of
 from fairlens.data import BBQItem, PromptFormat, content_hash, contrastive_pairs
 from fairlens.directions import Directions, get_direction_method
 from fairlens.errors import ConfigError
 from fairlens.extraction import Activations, extract_activations
 from fairlens.gates import gate_labels, get_gate
-from fairlens.hooks import hook_name, n_layers_of
 from fairlens.methods import DEBIAS_INSTRUCTION
 from fairlens.prefix import PrefixCache, make_scorer
 from fairlens.scoring import ScoringMode, build_prompts, letter_token_ids, resolve_tokenizer

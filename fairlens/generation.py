@@ -24,7 +24,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from fairlens.batching import (
+from fairlens.backend import (
     check_context,
     is_hooked,
     length_sorted_chunks,

@@ -22,7 +22,7 @@ from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from fairlens.batching import forward_logits, length_sorted_chunks, pad_id, pad_sequences
+from fairlens.backend import forward_logits, length_sorted_chunks, pad_id, pad_sequences
 from fairlens.data.prompts import instruction_lead
 from fairlens.errors import ConfigError
 

@@ -19,10 +19,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from fairlens.batching import is_hooked
+from fairlens.backend import add_hooks
 from fairlens.directions import project_out
 from fairlens.errors import ConfigError
-from fairlens.hooks import temporary_hf_hook, temporary_hooks
 from fairlens.models import get_model_info
 from fairlens.steering import GateStats, PositionPolicy
 
@@ -106,9 +105,5 @@ def method_context(
     get_model_info(model).check_matches(fairsteer.model_info_.fingerprint(), what="FairSteer")
     name = fairsteer.hook_name_
     fn = project_out(fairsteer.dsv_.at(name), where=name)
-    if is_hooked(model):
-        with temporary_hooks(model, [(name, lambda act, hook: fn(act))]):
-            yield None
-    else:
-        with temporary_hf_hook(model, name, fn):
-            yield None
+    with add_hooks(model, [(name, fn)]):
+        yield None

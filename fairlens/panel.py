@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from fairlens.batching import is_hooked
+from fairlens.backend import is_hooked
 from fairlens.crows import CrowsScores, crows_metrics, crows_texts
 from fairlens.data import BBQItem, PromptFormat, content_hash
 from fairlens.data.crows_pairs import CrowsPair, group_prefixes
@@ -407,7 +407,7 @@ class _Run:
         )
 
     def _scorer(self, kind: str, items: Sequence[BBQItem], shots: Sequence[BBQItem] | None) -> Any:
-        from fairlens.batching import encode
+        from fairlens.backend import encode
         from fairlens.prefix import make_scorer
         from fairlens.scoring import build_prompts, letter_token_ids
         from fairlens.search import check_scorer

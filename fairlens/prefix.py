@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -35,18 +34,24 @@ from jaxtyping import Bool, Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from fairlens.batching import (
+from fairlens.backend import (
+    HookHandle,
     PaddingSide,
+    add_hooks,
     check_context,
+    decoder_of,
     is_hooked,
     last_token_logits,
     length_sorted_chunks,
+    logit_cap,
     model_device,
+    n_layers_of,
     pad_id,
     pad_sequences,
+    parse_hook_name,
+    sliding_window,
 )
 from fairlens.errors import ConfigError
-from fairlens.hooks import n_layers_of, parse_hook_name, temporary_hf_hook, temporary_hooks
 
 __all__ = [
     "Edit",
@@ -136,19 +141,9 @@ def _capture_last(store: dict[str, Tensor], name: str) -> Callable[[Tensor], Ten
     return fn
 
 
-def _hooks(model: Any, fns: Mapping[str, Callable[[Tensor], Tensor]]) -> ExitStack:
-    """Add ``fn(act) -> act`` at each hook (TL or HF); the stack removes exactly those hooks."""
-    stack = ExitStack()
-    if is_hooked(model):
-        stack.enter_context(
-            temporary_hooks(
-                model, [(name, lambda act, hook, f=fn: f(act)) for name, fn in fns.items()]
-            )
-        )
-    else:
-        for name, fn in fns.items():
-            stack.enter_context(temporary_hf_hook(model, name, fn))
-    return stack
+def _hooks(model: Any, fns: Mapping[str, Callable[[Tensor], Tensor]]) -> HookHandle:
+    """Add ``fn(act) -> act`` at each hook (TL or HF); the handle removes exactly those hooks."""
+    return add_hooks(model, list(fns.items()))
 
 
 def _read_weights(model: Any, read_ids: Sequence[int]) -> tuple[Tensor, Tensor | None]:
@@ -162,7 +157,7 @@ def _read_weights(model: Any, read_ids: Sequence[int]) -> tuple[Tensor, Tensor |
 def _cache_kwarg(model: Any) -> str:
     from fairlens.generation import _cache_kwarg as kwarg
 
-    return kwarg(model.model)
+    return kwarg(decoder_of(model))
 
 
 @dataclass
@@ -225,7 +220,7 @@ class PrefixCache(_Scorer):
     """Prompts run once up to their last token; last-position variants scored as one-token forwards.
 
     Args:
-        model: A plain transformers causal LM (the fast path; Llama/Mistral/Qwen2 family).
+        model: A plain transformers causal LM (the fast path; any family in fairlens.models.FAMILIES).
         sequences: Token ids of each prompt (BOS included if the tokenizer adds one), >= 2 tokens.
         read_ids: Token ids whose next-token logits are returned (e.g. the letters " A", " B", " C").
         capture: Hook names whose unsteered last-position activation is recorded
@@ -276,8 +271,17 @@ class PrefixCache(_Scorer):
             )
         if rows_per_pass < 1 or batch_size < 1:
             raise ConfigError("batch_size and rows_per_pass must be >= 1.")
+        window = sliding_window(model)
+        if window is not None and max(len(q) for q in sequences) > window:
+            raise ConfigError(
+                f"a prompt has {max(len(q) for q in sequences)} tokens, more than this model's "
+                f"sliding attention window ({window}); the prefix cache keeps whole keys and values "
+                "and cannot mask a window.",
+                "score with FullPromptScorer (make_scorer picks it by itself), or use shorter prompts.",
+            )
         self.rows_per_pass = rows_per_pass
         self._w, self._b = _read_weights(model, self.read_ids)
+        self._cap = logit_cap(model)
         self._kwarg = _cache_kwarg(model)
         pad = self._pad
         device = model_device(model)
@@ -295,7 +299,7 @@ class PrefixCache(_Scorer):
                 )
                 check_context(model, pad_sequences([sequences[r] for r in rows], pad_token_id=pad))
                 batch = batch.to(device)
-                out = model.model(
+                out = decoder_of(model)(
                     input_ids=batch.input_ids,
                     attention_mask=batch.attention_mask,
                     position_ids=batch.position_ids,
@@ -355,7 +359,7 @@ class PrefixCache(_Scorer):
         mask = mask.masked_fill(~allowed, torch.finfo(dtype).min)
         fns = {h: _add_per_variant(d, b, repeat) for h, d in deltas.items()}
         with _hooks(self.model, fns):
-            out = self.model.model(
+            out = decoder_of(self.model)(
                 input_ids=chunk.last_ids[:, None].expand(b, repeat),
                 attention_mask=mask,
                 position_ids=chunk.last_pos[:, None].expand(b, repeat),
@@ -364,7 +368,9 @@ class PrefixCache(_Scorer):
             )
         hidden = out.last_hidden_state.transpose(0, 1).reshape(repeat * b, -1)  # variant-major
         logits = hidden @ self._w.to(hidden.dtype).T
-        return logits if self._b is None else logits + self._b.to(hidden.dtype)
+        if self._b is not None:
+            logits = logits + self._b.to(hidden.dtype)
+        return logits if self._cap is None else torch.tanh(logits / self._cap) * self._cap
 
     def forward_with(self, chunk_index: int, deltas: Mapping[str, Tensor]) -> tuple[Tensor, Tensor]:
         """``(rows, read logits)`` of one chunk with ``deltas`` (hook -> ``[b, d]`` or ``[d]``).
@@ -542,14 +548,17 @@ def make_scorer(
 ) -> PrefixCache | FullPromptScorer:
     """A :class:`PrefixCache` for plain transformers models, else a :class:`FullPromptScorer`.
 
+    A prompt longer than a sliding attention window also gets the full-prompt scorer.
+
     ``keep_cache=False``: only the base pass is wanted (no variants will be scored).
     """
     kwargs: dict[str, Any] = {
         "read_ids": read_ids, "capture": capture, "tokenizer": tokenizer,
         "batch_size": batch_size, "progress": progress, "desc": desc, "uids": uids,
     }  # fmt: skip
-    if is_hooked(model):
-        return FullPromptScorer(model, sequences, **kwargs)
+    window = sliding_window(model)
+    if is_hooked(model) or (window is not None and max(map(len, sequences), default=0) > window):
+        return FullPromptScorer(model, sequences, **kwargs)  # exact either way, only slower
     return PrefixCache(model, sequences, keep_cache=keep_cache, **kwargs)
 
 

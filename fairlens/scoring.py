@@ -8,7 +8,7 @@ Two scoring modes, chosen by name from :data:`SCORERS`:
   prompt (``" " + answer``), reduced by ``"mean"`` (default: length-normalised) or ``"sum"``.
 
 Both work on a ``HookedTransformer`` or a plain HF causal LM, and under any hooks the caller has
-active (steering, ablation), because they only call :func:`fairlens.batching.forward_logits`.
+active (steering, ablation), because they only call :func:`fairlens.backend.forward_logits`.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from fairlens.batching import (
+from fairlens.backend import (
     PaddingSide,
     encode,
     forward_logits,

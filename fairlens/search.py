@@ -35,12 +35,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from fairlens.backend import hook_name
 from fairlens.data import BBQItem, content_hash
 from fairlens.directions import get_direction_method
 from fairlens.errors import ConfigError
 from fairlens.fitting import FitData, _model_id, check_disjoint
 from fairlens.gates import get_gate
-from fairlens.hooks import hook_name
 from fairlens.methods import DEBIAS_INSTRUCTION
 from fairlens.metrics import bbq_metrics
 from fairlens.prefix import Edit, PrefixCache, VariantScorer

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -34,9 +34,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from fairlens.batching import is_hooked
+from fairlens.backend import add_hooks, parse_hook_name
 from fairlens.errors import ConfigError
-from fairlens.hooks import parse_hook_name, temporary_hf_hook, temporary_hooks
 
 SteerMode = Literal["dynamic", "static", "off"]
 PositionPolicy = Literal["generated", "last_prompt", "all"]
@@ -209,21 +208,15 @@ class Steerer:
     def apply(self, model: Any, *, record: bool = False) -> Iterator[GateStats]:
         """Steer ``model`` inside the block; yields live :class:`GateStats`.
 
-        ``model`` is a ``HookedTransformer`` (analysis path) or a plain HF Llama-family causal LM
+        ``model`` is a ``HookedTransformer`` (analysis path) or a plain transformers causal LM of any registered family
         (fast path: one torch forward hook on the matching decoder module, same numbers).
         """
         self.stats = GateStats(record=record)
         self._gate = None
         fns = [(self.hook_name, self.steer)] + [(n, self._band_fn(v)) for n, v in self.band]
         try:
-            if is_hooked(model):
-                with temporary_hooks(model, [(n, _tl_style(f)) for n, f in fns]):
-                    yield self.stats
-            else:
-                with ExitStack() as stack:
-                    for name, fn in fns:
-                        stack.enter_context(temporary_hf_hook(model, name, fn))
-                    yield self.stats
+            with add_hooks(model, fns):
+                yield self.stats
         finally:
             self._gate = None
 
@@ -236,10 +229,6 @@ class Steerer:
         """A copy with some :class:`SteeringConfig` fields changed (same tensors)."""
         cfg = SteeringConfig(**{**self.config.to_dict(), **changes})
         return Steerer(self.hook_name, self.vector, self.coef, self.intercept, cfg, self.band)
-
-
-def _tl_style(fn: Any) -> Any:
-    return lambda act, hook: fn(act)
 
 
 def _add(act: Tensor, window: slice, vector: Tensor, gate: Tensor) -> Tensor:

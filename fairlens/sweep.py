@@ -27,8 +27,8 @@ from sklearn.model_selection import (
 )
 from torch import Tensor
 
+from fairlens.backend import hook_name
 from fairlens.errors import ConfigError
-from fairlens.hooks import hook_name
 from fairlens.probes import LinearProbe, fit_logistic_batched
 
 __all__ = ["LayerScore", "SweepResult", "probe_sweep", "train_val_split"]

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from fairlens.tl_adapter import WeightProcessing, hooked_from_hf
+from fairlens.models.tl_adapter import WeightProcessing, hooked_from_hf
 
 _SPECIALS = ("<pad>", "<eos>")
 

@@ -112,7 +112,7 @@ def _no_hook_leaks(request):
     """Every test leaves the shared tiny models without hooks: a leak fails the test that made it."""
     yield
     if "tiny" in request.fixturenames:
-        from fairlens.hooks import count_hooks
+        from fairlens.backend import count_hooks
 
         hooked, hf, _ = request.getfixturevalue("tiny")
         assert count_hooks(hooked) + count_hooks(hf) == 0, (

@@ -1,7 +1,7 @@
 """Ablations at any hook point, attention head or MLP, and their effect on BBQ bias and accuracy.
 
 Three ways to remove information, each a context manager that adds exactly its own hooks (through
-:func:`fairlens.hooks.temporary_hooks`) and removes exactly those on exit, also on exceptions:
+:func:`fairlens.backend.add_hooks`) and removes exactly those on exit, also on exceptions:
 
 * :func:`directional_ablation` — project a direction out: ``a <- a - (a . u) u`` with ``u`` the
   unit DSV (or probe direction). If bias is carried linearly along ``u``, this removes it;
@@ -24,11 +24,19 @@ from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from fairlens.batching import length_sorted_chunks, model_device, pad_id, pad_sequences
+from fairlens.backend import (
+    add_hooks,
+    hook_name,
+    length_sorted_chunks,
+    model_device,
+    pad_id,
+    pad_sequences,
+    parse_hook_name,
+    validate_hook,
+)
 from fairlens.data import BBQItem, PromptFormat
 from fairlens.directions import project_out
 from fairlens.errors import ConfigError, HookPointError
-from fairlens.hooks import hook_name, parse_hook_name, temporary_hooks, validate_hook
 from fairlens.metrics import bbq_metrics
 from fairlens.scoring import ScoringMode, score_items
 
@@ -81,17 +89,14 @@ def directional_ablation(
     name = _resolve(model, hook, None)
     project = project_out(direction, where=name)
 
-    def fn(act: Tensor, hook: Any) -> Tensor:
-        return project(act)
-
-    with temporary_hooks(model, [(name, fn)]):
+    with add_hooks(model, [(name, project)]):
         yield
 
 
 def _replace(model: Any, hook: str, head: int | None, value: Callable[[Tensor], Tensor]) -> Any:
     name = _resolve(model, hook, head)
 
-    def fn(act: Tensor, hook: Any) -> Tensor:
+    def fn(act: Tensor) -> Tensor:
         out = act.clone()
         if head is None:
             out[...] = value(act)
@@ -99,7 +104,7 @@ def _replace(model: Any, hook: str, head: int | None, value: Callable[[Tensor], 
             out[..., head, :] = value(act[..., head, :])
         return out
 
-    return temporary_hooks(model, [(name, fn)])
+    return add_hooks(model, [(name, fn)])
 
 
 @contextmanager
@@ -143,16 +148,15 @@ def mean_activation(
     count = 0
     mask = torch.empty(0)
 
-    def capture(act: Tensor, hook: Any) -> Tensor:
+    def capture(act: Tensor) -> None:
         nonlocal total, count
         m = mask.to(act.device, act.dtype).reshape(*mask.shape, *([1] * (act.ndim - 2)))
         s = (act * m).sum((0, 1)).double().cpu()
         total = s if total is None else total + s
         count += int(mask.sum())
-        return act
 
     stop = parse_hook_name(name)[1] + 1
-    with temporary_hooks(model, [(name, capture)]), torch.no_grad():
+    with add_hooks(model, [(name, capture)]), torch.no_grad():
         for rows in length_sorted_chunks([len(s) for s in sequences], batch_size):
             batch = pad_sequences(
                 [sequences[r] for r in rows], pad_token_id=pad_id(model.tokenizer)

@@ -26,9 +26,9 @@ from jaxtyping import Float
 from sklearn.metrics import silhouette_score
 from torch import Tensor
 
+from fairlens.backend import HOOK_KINDS, parse_hook_name
 from fairlens.errors import ConfigError
 from fairlens.extraction import Activations, extract_activations
-from fairlens.hooks import HOOK_KINDS, parse_hook_name
 from fairlens.sweep import SweepResult, probe_sweep, train_val_split
 
 __all__ = [

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from fairlens.batching import is_hooked
+from fairlens.backend import is_hooked
 from fairlens.data import BBQItem, PromptFormat
 from fairlens.directions import Directions
 from fairlens.errors import ConfigError
@@ -345,7 +345,7 @@ def _check_templates(items: Sequence[BBQItem], source: Any, exclude: Sequence[BB
 
 def _cached_sweep(plan: _SweepPlan) -> tuple[SteeringPoint, list[SteeringPoint], str]:
     """The sweep on a prefix cache: one static forward per (layer, alpha), dynamic composed."""
-    from fairlens.batching import encode
+    from fairlens.backend import encode
     from fairlens.prefix import PrefixCache
     from fairlens.scoring import build_prompts, letter_token_ids, resolve_tokenizer
 

@@ -15,10 +15,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from fairlens.batching import model_device
+from fairlens.backend import add_hooks, model_device
 from fairlens.data import BBQItem, PromptFormat, format_prompt
 from fairlens.errors import ConfigError
-from fairlens.hooks import temporary_hooks
 from fairlens.steering import Steerer
 
 __all__ = ["TokenView", "token_view"]
@@ -89,12 +88,11 @@ def token_view(
         raise ConfigError("The prompt tokenises to nothing.", "Pass a non-empty prompt.")
     store: dict[str, Tensor] = {}
 
-    def capture(act: Tensor, hook: Any) -> Tensor:
+    def capture(act: Tensor) -> None:
         store["a"] = act[0].detach().float().cpu()
-        return act
 
     tokens = torch.tensor([ids], device=model_device(model))
-    with temporary_hooks(model, [(steerer.hook_name, capture)]), torch.no_grad():
+    with add_hooks(model, [(steerer.hook_name, capture)]), torch.no_grad():
         model(tokens)
     acts = store["a"]
     v = steerer.vector.float().cpu()

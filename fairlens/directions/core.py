@@ -23,7 +23,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from fairlens.batching import encode
+from fairlens.backend import encode
 from fairlens.data import ContrastivePair
 from fairlens.errors import ConfigError
 from fairlens.extraction import Activations, extract_activations

@@ -7,7 +7,7 @@ from typing import Any
 
 import plotly.graph_objects as go
 
-from fairlens.hooks import parse_hook_name
+from fairlens.backend import parse_hook_name
 
 TEMPLATE = "plotly_white"
 CLASS_COLOURS = {1: "#1f77b4", 0: "#d62728"}

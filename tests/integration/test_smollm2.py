@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from fairlens.backend import count_hooks
 from fairlens.data import subsample
-from fairlens.hooks import count_hooks
 from fairlens.scoring import score_items
 from fairlens.steering import Steerer, SteeringConfig
 

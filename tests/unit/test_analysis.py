@@ -25,10 +25,10 @@ from fairlens.analysis import (
     token_view,
     zero_ablation,
 )
+from fairlens.backend import add_hooks, count_hooks
 from fairlens.directions import mean_difference, pca_direction
 from fairlens.errors import ConfigError, HookPointError
 from fairlens.extraction import extract_activations
-from fairlens.hooks import count_hooks, temporary_hooks
 from fairlens.scoring import score_items
 from fairlens.steering import Steerer, SteeringConfig
 from fairlens.testing import tiny_hooked
@@ -50,19 +50,19 @@ def planted():
     u = u / u.norm()
     signs = (2 * y - 1).float()
 
-    def plant(act, hook):
+    def plant(act):
         act = act.clone()
         act[:, -1] += SCALE * signs[: act.shape[0], None] * u
         return act
 
-    def unplant(act, hook):
+    def unplant(act):
         act = act.clone()
         act[:, -1] -= SCALE * signs[: act.shape[0], None] * u
         return act
 
     hooks = [(f"blocks.{K}.hook_resid_post", plant), (f"blocks.{K + 1}.hook_resid_pre", unplant)]
     kinds = ["resid_pre", "resid_post", "attn_out", "mlp_out"]
-    with temporary_hooks(model, hooks):
+    with add_hooks(model, hooks):
         acts = extract_activations(model, tokens.tolist(), hooks=kinds, batch_size=N)
     return model, tokens, y, u, acts.with_labels(y)
 
@@ -118,12 +118,12 @@ def test_head_probe_sweep_finds_planted_head_and_kv_groups():
     y = torch.randint(0, 2, (N,), generator=gen)
     signs = (2 * y - 1).float()
 
-    def plant(z, hook):
+    def plant(z):
         z = z.clone()
         z[:, -1, 3, 0] += 40.0 * signs[: z.shape[0]]
         return z
 
-    with temporary_hooks(model, [("blocks.1.attn.hook_z", plant)]):
+    with add_hooks(model, [("blocks.1.attn.hook_z", plant)]):
         res = head_probe_sweep(model, tokens.tolist(), y, batch_size=N)
     assert res.accuracy.shape == (2, 4) and res.group_accuracy.shape == (2, 2)
     assert np.unravel_index(np.argmax(res.accuracy), res.accuracy.shape) == (1, 3)
@@ -156,11 +156,11 @@ def test_directional_ablation_removes_the_projection_exactly(planted):
     hook = f"blocks.{K}.hook_resid_post"
     seen = {}
 
-    def capture(act, hook):
+    def capture(act):
         seen["a"] = act.detach().clone()
         return act
 
-    with directional_ablation(model, hook, 3.0 * u), temporary_hooks(model, [(hook, capture)]):
+    with directional_ablation(model, hook, 3.0 * u), add_hooks(model, [(hook, capture)]):
         model(tokens[:8])
     assert (seen["a"] @ u).abs().max() < 1e-4
     assert count_hooks(model) == 0
@@ -179,14 +179,14 @@ def test_zero_and_mean_ablation_of_a_head(planted):
     assert mean.shape == (model.cfg.n_heads, model.cfg.d_head)
     seen = {}
 
-    def capture(z, hook):
+    def capture(z):
         seen["z"] = z.detach().clone()
         return z
 
-    with zero_ablation(model, hook, head=2), temporary_hooks(model, [(hook, capture)]):
+    with zero_ablation(model, hook, head=2), add_hooks(model, [(hook, capture)]):
         model(tokens[:4])
     assert torch.all(seen["z"][:, :, 2] == 0) and torch.any(seen["z"][:, :, 1] != 0)
-    with mean_ablation(model, hook, mean, head=0), temporary_hooks(model, [(hook, capture)]):
+    with mean_ablation(model, hook, mean, head=0), add_hooks(model, [(hook, capture)]):
         model(tokens[:4])
     assert torch.allclose(seen["z"][:, :, 0], mean[0].expand(4, 10, -1))
     assert count_hooks(model) == 0

@@ -102,6 +102,7 @@ def test_bad_run_config_file(capsys, tmp_path):
         ["data", "info"],
         ["models"],
         ["models", "list"],
+        ["models", "families"],
         ["models", "info"],
         ["score"],
         ["run"],
@@ -179,3 +180,12 @@ def test_search_help_documents_the_protocol(capsys):
     assert code == 0
     for needle in ("SELECTION split", "declared before scoring", "McNemar", "resumes"):
         assert needle in " ".join(out.split())
+
+
+def test_models_families_lists_every_registered_family(capsys):
+    from fairlens.models import FAMILIES
+
+    assert main(["models", "families"]) == 0
+    out = capsys.readouterr().out
+    for family in FAMILIES.values():
+        assert family.name in out and family.architectures[0] in out

@@ -5,10 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fairlens.batching import encode
+from fairlens.backend import count_hooks, encode
 from fairlens.errors import ConfigError, HookPointError
 from fairlens.extraction import Activations, extract_activations
-from fairlens.hooks import count_hooks
 
 TEXTS = ["the old man came", "a nurse left early and the doctor was late", "x"]
 

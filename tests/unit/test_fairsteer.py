@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from fairlens.backend import count_hooks
 from fairlens.data import split_by_template
 from fairlens.errors import ArtifactError, ConfigError, NotFittedError
 from fairlens.evaluation import evaluate
 from fairlens.fairsteer import FairSteer, FairSteerConfig
-from fairlens.hooks import count_hooks
 from fairlens.scoring import score_items
 from fairlens.testing import tiny_hooked
 from tests.conftest import synthetic_items

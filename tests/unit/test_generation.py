@@ -5,10 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fairlens.batching import encode_batch
+from fairlens.backend import count_hooks, encode_batch
 from fairlens.errors import ConfigError
 from fairlens.generation import continuation_logprobs, generate_greedy
-from fairlens.hooks import count_hooks
 from fairlens.steering import Steerer, SteeringConfig
 
 HOOK = "blocks.1.hook_resid_post"

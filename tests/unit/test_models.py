@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from fairlens import models
 from fairlens.errors import ArtifactError, ModelLoadError
 from fairlens.models import EMBEDDED_MODELS, EmbeddedModel, get_model_info, resolve_spec
+from fairlens.models import embedded as models
+from fairlens.models.tl_adapter import WeightProcessing
 from fairlens.testing import tiny_hooked, tiny_tokenizer
-from fairlens.tl_adapter import WeightProcessing
 
 
 def test_tl_logits_equal_hf_logits_on_tiny_gqa_llama(tiny):
@@ -27,7 +27,7 @@ def test_tl_logits_equal_hf_logits_on_tiny_gqa_llama(tiny):
 
 
 def test_tl_equals_hf_under_left_padding(tiny):
-    from fairlens.batching import encode_batch, forward_logits
+    from fairlens.backend import encode_batch, forward_logits
 
     hooked, hf, tok = tiny
     batch = encode_batch(

@@ -7,12 +7,12 @@ import dataclasses
 import pytest
 import torch
 
+from fairlens.backend import count_hooks
 from fairlens.data import split_by_template
 from fairlens.data.crows_pairs import CrowsPair
 from fairlens.directions import project_out
 from fairlens.errors import ConfigError
 from fairlens.fairsteer import FairSteer, FairSteerConfig
-from fairlens.hooks import count_hooks
 from fairlens.methods import (
     DEBIAS_INSTRUCTION,
     PANEL_METHODS,

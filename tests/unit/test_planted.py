@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import torch
 
+from fairlens.backend import add_hooks, count_hooks
 from fairlens.directions import cosine, mean_difference
 from fairlens.extraction import extract_activations
-from fairlens.hooks import count_hooks, temporary_hooks
 from fairlens.steering import Steerer, SteeringConfig
 from fairlens.sweep import probe_sweep
 from fairlens.testing import tiny_hooked
@@ -32,12 +32,12 @@ def _setup():
     signs = (2 * y - 1).float()
     scale = 30.0  # ~4x the per-dimension std of the residual stream at layer k
 
-    def plant(act, hook):
+    def plant(act):
         act = act.clone()
         act[:, -1] += scale * signs[: act.shape[0], None] * u
         return act
 
-    def unplant(act, hook):
+    def unplant(act):
         act = act.clone()
         act[:, -1] -= scale * signs[: act.shape[0], None] * u
         return act
@@ -49,7 +49,7 @@ def _setup():
 def test_planted_direction_is_found_at_layer_k_and_gates_the_right_rows():
     hooked, tokens, y, u, planting = _setup()
     seqs = tokens.tolist()
-    with temporary_hooks(hooked, planting):
+    with add_hooks(hooked, planting):
         # one batch in input order (equal lengths keep the order), so the planted signs line up
         acts = extract_activations(hooked, seqs, batch_size=N).with_labels(y)
     sweep = probe_sweep(acts.acts, y.numpy(), hook_names=acts.hook_names, cv_folds=3)
@@ -72,7 +72,7 @@ def test_planted_direction_is_found_at_layer_k_and_gates_the_right_rows():
     )
     # The steering hook is registered after the planting hook, so it sees the planted activations.
     with (
-        temporary_hooks(hooked, planting),
+        add_hooks(hooked, planting),
         steerer.apply(hooked, record=True) as stats,
         torch.no_grad(),
     ):

@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fairlens.batching import encode, encode_batch
+from fairlens.backend import count_hooks, encode, encode_batch
 from fairlens.errors import ConfigError
-from fairlens.hooks import count_hooks
 from fairlens.prefix import FullPromptScorer, PrefixCache, compose_dynamic, gate_fires
 from fairlens.scoring import letter_token_ids
 from fairlens.steering import Steerer, SteeringConfig

@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fairlens.batching import encode_batch, forward_logits
+from fairlens.backend import count_hooks, encode_batch, forward_logits
 from fairlens.errors import ConfigError
-from fairlens.hooks import count_hooks
 from fairlens.steering import Steerer, SteeringConfig
 
 HOOK = "blocks.1.hook_resid_post"

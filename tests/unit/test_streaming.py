@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import fairlens.streaming as streaming
-from fairlens.batching import encode
+from fairlens.backend import encode
 from fairlens.errors import ArtifactError
 from fairlens.extraction import extract_activations
 

@@ -1,7 +1,8 @@
 """The one module that talks to TransformerLens internals.
 
 Everything TL-version-specific lives here: building a ``HookedTransformerConfig`` from a Hugging Face
-config, converting weights with TL's own converters, loading official TL model names, and silencing
+config and converting weights with TL's own converters (both as the family registry in
+:mod:`fairlens.models.families` says), loading official TL model names, and silencing
 TL 3.9's "HookedTransformer is deprecated" warning *inside* these calls only (the shim never leaks:
 ``warnings.catch_warnings`` restores the filter state on exit).
 """
@@ -9,7 +10,7 @@ TL 3.9's "HookedTransformer is deprecated" warning *inside* these calls only (th
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -17,6 +18,7 @@ from typing import Any
 import torch
 
 from fairlens.errors import ModelLoadError
+from fairlens.models.families import family_of
 
 
 @dataclass(frozen=True)
@@ -64,72 +66,15 @@ def _quiet_tl() -> Iterator[None]:
         yield
 
 
-def _rope_theta(hf_config: Any) -> float:
-    params = getattr(hf_config, "rope_parameters", None) or {}
-    theta = params.get("rope_theta") if isinstance(params, dict) else None
-    if theta is None:
-        theta = getattr(hf_config, "rope_theta", None)
-    if theta is None:
-        raise ModelLoadError("The model config has no rope_theta.", "Use a Llama/Qwen2 checkpoint.")
-    return float(theta)
-
-
-def _converter(architecture: str) -> Callable[[Any, Any], dict[str, torch.Tensor]]:
-    from transformer_lens.pretrained import weight_conversions as wc
-
-    converters: dict[str, Callable[[Any, Any], dict[str, torch.Tensor]]] = {
-        "LlamaForCausalLM": wc.convert_llama_weights,
-        "MistralForCausalLM": wc.convert_mistral_weights,
-        "Qwen2ForCausalLM": wc.convert_qwen2_weights,
-    }
-    if architecture not in converters:
-        raise ModelLoadError(
-            f"Architecture {architecture!r} is not supported for local checkpoints; "
-            f"supported: {', '.join(sorted(converters))}.",
-            "Use a Llama, Mistral or Qwen2 checkpoint, or a TransformerLens official model name.",
-        )
-    return converters[architecture]
-
-
-SUPPORTED_ARCHITECTURES = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM")
-
-
 def hooked_config_from_hf(
     hf_config: Any, *, dtype: torch.dtype = torch.float32, n_ctx: int = 2048, device: str = "cpu"
 ) -> Any:
-    """Build the ``HookedTransformerConfig`` for a Llama-family HF config (GQA and tied embeddings aware)."""
+    """The ``HookedTransformerConfig`` for an HF config of any registered family (GQA, tied embeddings aware)."""
     from transformer_lens import HookedTransformerConfig
 
-    from fairlens.models import _architecture_name
-
-    architecture = _architecture_name(hf_config)
-    _converter(architecture)  # validates the architecture early with a clear message
-    n_heads = hf_config.num_attention_heads
-    d_head = getattr(hf_config, "head_dim", None) or hf_config.hidden_size // n_heads
-    n_kv = getattr(hf_config, "num_key_value_heads", None) or n_heads
-    return HookedTransformerConfig(
-        d_model=hf_config.hidden_size,
-        d_head=d_head,
-        n_heads=n_heads,
-        n_key_value_heads=n_kv if n_kv != n_heads else None,
-        d_mlp=hf_config.intermediate_size,
-        n_layers=hf_config.num_hidden_layers,
-        n_ctx=min(n_ctx, getattr(hf_config, "max_position_embeddings", n_ctx)),
-        d_vocab=hf_config.vocab_size,
-        act_fn=hf_config.hidden_act,
-        normalization_type="RMS",
-        positional_embedding_type="rotary",
-        rotary_dim=d_head,
-        rotary_base=_rope_theta(hf_config),
-        rotary_adjacent_pairs=False,
-        gated_mlp=True,
-        final_rms=True,
-        eps=hf_config.rms_norm_eps,
-        original_architecture=architecture,
-        default_prepend_bos=False,
-        dtype=dtype,
-        device=device,
-    )
+    family = family_of(hf_config)
+    fields = family.build_tl_config(hf_config, n_ctx=n_ctx, dtype=dtype, device=device)
+    return HookedTransformerConfig(**fields)
 
 
 def hooked_from_hf(
@@ -149,13 +94,13 @@ def hooked_from_hf(
     from transformer_lens import HookedTransformer
 
     cfg = hooked_config_from_hf(hf_model.config, dtype=dtype, n_ctx=n_ctx, device=device)
-    convert = _converter(cfg.original_architecture)
+    family = family_of(hf_model.config)
     with _quiet_tl(), torch.no_grad():
         model = HookedTransformer(cfg, tokenizer=tokenizer, move_to_device=False)
         # TL swaps in a copy of the tokenizer that always prepends BOS; keep the model's own
         # tokenizer so TL and HF see identical token ids (SmolLM2's tokenizer adds no BOS).
         model.tokenizer = tokenizer
-        state_dict = convert(hf_model, cfg)
+        state_dict = family.convert_weights(hf_model, cfg)
         state_dict = {k: v.detach().to(dtype) for k, v in state_dict.items()}
         model.load_and_process_state_dict(
             state_dict,

