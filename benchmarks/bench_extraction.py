@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from _common import load_models, parse_args, timed_interleaved, write
 
-from fairlens.extraction import extract_activations
+from fairlens.activations.extraction import extract_activations
 
 
 def main() -> None:

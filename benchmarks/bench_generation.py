@@ -11,7 +11,7 @@ import torch
 from _common import load_models, parse_args, timed_interleaved, write
 from sklearn.linear_model import LogisticRegression
 
-from fairlens.steering import Steerer, SteeringConfig
+from fairlens.steer.steerer import Steerer, SteeringConfig
 
 
 def reference_gate_hook(hf, layer: int, vector: torch.Tensor, clf: LogisticRegression):

@@ -34,7 +34,7 @@ def main() -> None:
     seqs = encode(tok, [format_prompt(it) for it in items])
     n_tokens = sum(len(s) for s in seqs)
     before = rss_mb()
-    from fairlens.extraction import extract_activations
+    from fairlens.activations.extraction import extract_activations
 
     start = time.perf_counter()
     acts = extract_activations(model, seqs, batch_size=16, dtype=torch.float16)

@@ -12,7 +12,7 @@ import time
 import torch
 from _common import parse_args, write
 
-from fairlens.sweep import probe_sweep
+from fairlens.detect.layer_sweep import probe_sweep
 
 
 def synthetic(n: int, layers: int, d: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

@@ -21,8 +21,8 @@ from _common import parse_args, write
 from fairlens.backend import encode
 from fairlens.data import load_bbq, resolve_data_dir, subsample
 from fairlens.models import load_hf
-from fairlens.prefix import FullPromptScorer, PrefixCache
-from fairlens.scoring import build_prompts, letter_token_ids
+from fairlens.scoring.letters import build_prompts, letter_token_ids
+from fairlens.scoring.prefix_cache import FullPromptScorer, PrefixCache
 
 
 def main() -> None:

@@ -25,28 +25,28 @@ _EXPORTS: dict[str, str] = {
     "contrastive_pairs": "fairlens.data",
     "BBQItem": "fairlens.data",
     # scoring, metrics
-    "score_items": "fairlens.scoring",
-    "bbq_metrics": "fairlens.metrics",
-    "probe_labels": "fairlens.metrics",
+    "score_items": "fairlens.scoring.letters",
+    "bbq_metrics": "fairlens.scoring.metrics",
+    "probe_labels": "fairlens.scoring.metrics",
     # analysis
-    "extract_activations": "fairlens.extraction",
-    "Activations": "fairlens.extraction",
-    "LinearProbe": "fairlens.probes",
-    "probe_sweep": "fairlens.sweep",
+    "extract_activations": "fairlens.activations.extraction",
+    "Activations": "fairlens.activations.extraction",
+    "LinearProbe": "fairlens.detect.probes",
+    "probe_sweep": "fairlens.detect.layer_sweep",
     "compute_dsv": "fairlens.directions",
     # steering
-    "Steerer": "fairlens.steering",
-    "SteeringConfig": "fairlens.steering",
-    "FairSteer": "fairlens.fairsteer",
-    "FairSteerConfig": "fairlens.fairsteer",
-    "evaluate": "fairlens.evaluation",
+    "Steerer": "fairlens.steer.steerer",
+    "SteeringConfig": "fairlens.steer.steerer",
+    "FairSteer": "fairlens.fairsteer.estimator",
+    "FairSteerConfig": "fairlens.fairsteer.estimator",
+    "evaluate": "fairlens.evaluate.bbq",
     # the baselines panel: BBQ, CrowS-Pairs, open-ended generation, utility
-    "evaluate_panel": "fairlens.panel",
-    "PanelConfig": "fairlens.panel",
+    "evaluate_panel": "fairlens.evaluate.panel",
+    "PanelConfig": "fairlens.evaluate.panel",
     "load_crows_pairs": "fairlens.data.crows_pairs",
-    "generate_greedy": "fairlens.generation",
-    "RunConfig": "fairlens.pipeline",
-    "run_pipeline": "fairlens.pipeline",
+    "generate_greedy": "fairlens.backend.generation",
+    "RunConfig": "fairlens.apps.pipeline",
+    "run_pipeline": "fairlens.apps.pipeline",
 }
 
 __all__ = [
@@ -96,18 +96,18 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
+    from fairlens.activations.extraction import Activations, extract_activations
+    from fairlens.apps.pipeline import RunConfig, run_pipeline
+    from fairlens.backend.generation import generate_greedy
     from fairlens.data import BBQItem, contrastive_pairs, format_prompt, load_bbq, split_by_template
     from fairlens.data.crows_pairs import load_crows_pairs
+    from fairlens.detect.layer_sweep import probe_sweep
+    from fairlens.detect.probes import LinearProbe
     from fairlens.directions import compute_dsv
-    from fairlens.evaluation import evaluate
-    from fairlens.extraction import Activations, extract_activations
-    from fairlens.fairsteer import FairSteer, FairSteerConfig
-    from fairlens.generation import generate_greedy
-    from fairlens.metrics import bbq_metrics, probe_labels
+    from fairlens.evaluate.bbq import evaluate
+    from fairlens.evaluate.panel import PanelConfig, evaluate_panel
+    from fairlens.fairsteer.estimator import FairSteer, FairSteerConfig
     from fairlens.models import ModelInfo, get_model_info, load_hf, load_model
-    from fairlens.panel import PanelConfig, evaluate_panel
-    from fairlens.pipeline import RunConfig, run_pipeline
-    from fairlens.probes import LinearProbe
-    from fairlens.scoring import score_items
-    from fairlens.steering import Steerer, SteeringConfig
-    from fairlens.sweep import probe_sweep
+    from fairlens.scoring.letters import score_items
+    from fairlens.scoring.metrics import bbq_metrics, probe_labels
+    from fairlens.steer.steerer import Steerer, SteeringConfig

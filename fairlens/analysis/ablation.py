@@ -37,8 +37,8 @@ from fairlens.backend import (
 from fairlens.data import BBQItem, PromptFormat
 from fairlens.directions import project_out
 from fairlens.errors import ConfigError, HookPointError
-from fairlens.metrics import bbq_metrics
-from fairlens.scoring import ScoringMode, score_items
+from fairlens.scoring.letters import ScoringMode, score_items
+from fairlens.scoring.metrics import bbq_metrics
 
 __all__ = [
     "AblationEffect",

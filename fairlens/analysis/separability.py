@@ -10,7 +10,7 @@ question more broadly, so that the choice of hook and layer can be justified rat
 * :func:`head_probe_sweep` — probe accuracy of each attention head's output (``hook_z``), with the
   key/value group of each head recorded so grouped-query models can be read per group.
 
-All functions take already extracted :class:`~fairlens.extraction.Activations` (extraction is the
+All functions take already extracted :class:`~fairlens.activations.extraction.Activations` (extraction is the
 expensive part, done once), except :func:`head_probe_sweep`, which extracts ``hook_z`` itself.
 """
 
@@ -26,10 +26,10 @@ from jaxtyping import Float
 from sklearn.metrics import silhouette_score
 from torch import Tensor
 
+from fairlens.activations.extraction import Activations, extract_activations
 from fairlens.backend import HOOK_KINDS, parse_hook_name
+from fairlens.detect.layer_sweep import SweepResult, probe_sweep, train_val_split
 from fairlens.errors import ConfigError
-from fairlens.extraction import Activations, extract_activations
-from fairlens.sweep import SweepResult, probe_sweep, train_val_split
 
 __all__ = [
     "HeadSweep",

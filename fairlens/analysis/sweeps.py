@@ -13,7 +13,7 @@ per static setting; the dynamic settings, every ``tau``, composed from it); else
 prompts under each steerer. The two give the same numbers (tested).
 
 For the full protocol (direction families, scopes, a declared selection rule, intervals on an eval
-split), use :func:`fairlens.search.run_search`.
+split), use :func:`fairlens.search.engine.run_search`.
 """
 
 from __future__ import annotations
@@ -29,12 +29,12 @@ from tqdm.auto import tqdm
 
 from fairlens.backend import is_hooked
 from fairlens.data import BBQItem, PromptFormat
+from fairlens.detect.layer_sweep import SweepResult
 from fairlens.directions import Directions
 from fairlens.errors import ConfigError
-from fairlens.metrics import BBQMetrics, bbq_metrics
-from fairlens.scoring import ScoringMode, score_items
-from fairlens.steering import Steerer, SteeringConfig
-from fairlens.sweep import SweepResult
+from fairlens.scoring.letters import ScoringMode, score_items
+from fairlens.scoring.metrics import BBQMetrics, bbq_metrics
+from fairlens.steer.steerer import Steerer, SteeringConfig
 
 __all__ = ["METRICS", "SteererFactory", "SteeringPoint", "SteeringSweep", "steering_sweep"]
 
@@ -346,8 +346,8 @@ def _check_templates(items: Sequence[BBQItem], source: Any, exclude: Sequence[BB
 def _cached_sweep(plan: _SweepPlan) -> tuple[SteeringPoint, list[SteeringPoint], str]:
     """The sweep on a prefix cache: one static forward per (layer, alpha), dynamic composed."""
     from fairlens.backend import encode
-    from fairlens.prefix import PrefixCache
-    from fairlens.scoring import build_prompts, letter_token_ids, resolve_tokenizer
+    from fairlens.scoring.letters import build_prompts, letter_token_ids, resolve_tokenizer
+    from fairlens.scoring.prefix_cache import PrefixCache
 
     model, items, source = plan.model, plan.items, plan.source
     positions, progress = plan.positions, plan.progress

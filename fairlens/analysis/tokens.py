@@ -18,7 +18,7 @@ from torch import Tensor
 from fairlens.backend import add_hooks, model_device
 from fairlens.data import BBQItem, PromptFormat, format_prompt
 from fairlens.errors import ConfigError
-from fairlens.steering import Steerer
+from fairlens.steer.steerer import Steerer
 
 __all__ = ["TokenView", "token_view"]
 

@@ -23,10 +23,10 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from fairlens.activations.extraction import Activations, extract_activations
 from fairlens.backend import encode
 from fairlens.data import ContrastivePair
 from fairlens.errors import ConfigError
-from fairlens.extraction import Activations, extract_activations
 
 DSVPosition = Literal["answer", "colon"]
 

@@ -11,7 +11,7 @@ parameters only and ``fit`` returns ``self``, so ``clone`` and ``get_params`` wo
 * :class:`ProbeDirection` — the weight vector of an L2 logistic-regression probe per layer.
 * :class:`PCADirection` — the first principal component, signed towards the ``y = 1`` mean.
 * :class:`OptimisedDirection` — a vector of fixed norm per layer, optimised by gradient through the
-  model (a :class:`~fairlens.prefix.PrefixCache`) to raise the "unknown"-letter margin at ``:``.
+  model (a :class:`~fairlens.scoring.prefix_cache.PrefixCache`) to raise the "unknown"-letter margin at ``:``.
 """
 
 from __future__ import annotations
@@ -113,7 +113,7 @@ class ProbeDirection(_Direction):
         self.C = C
 
     def fit(self, X: Any, y: Any) -> ProbeDirection:
-        from fairlens.probes import fit_logistic_batched
+        from fairlens.detect.probes import fit_logistic_batched
 
         x, labels = _as_xy(X, y)
         coef, intercept = fit_logistic_batched(x.transpose(0, 1), labels.double(), C=self.C)
@@ -193,7 +193,7 @@ class OptimisedDirection(_Direction):
             X: Unused (the cache holds the prompts); kept for the estimator signature.
             y: ``[n]`` 1 for rows whose "unknown" margin is raised, 0 for rows whose gold answer
                 is kept (only with ``disambig_weight > 0``), in the cache's row order.
-            cache: A :class:`~fairlens.prefix.PrefixCache` over the fit prompts (letter read ids).
+            cache: A :class:`~fairlens.scoring.prefix_cache.PrefixCache` over the fit prompts (letter read ids).
             answers: ``[n]`` index of the "unknown" letter (``y = 1`` rows) or of the gold letter
                 (``y = 0`` rows).
             hooks: One hook name per layer to optimise at.

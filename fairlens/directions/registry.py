@@ -1,7 +1,7 @@
 """The registry of direction methods: which estimator, fitted on which fit-split data.
 
 A :class:`DirectionMethod` names a scikit-learn-style estimator (:mod:`.estimators`) and the
-*recipe* of fit-split data it is fitted on. The recipes are built by :class:`fairlens.fitting.FitData`
+*recipe* of fit-split data it is fitted on. The recipes are built by :class:`fairlens.steer.fit_data.FitData`
 (once each, shared by every method that uses them):
 
 * ``"pairs"`` — activations at the appended answer letter of FairSteer's contrastive pairs

@@ -1,9 +1,9 @@
 """Plotly figures for fairlens results.
 
 Every function takes a result dataclass from :mod:`fairlens.analysis` (or a
-:class:`~fairlens.sweep.SweepResult`) and returns a ``plotly.graph_objects.Figure`` with a title,
+:class:`~fairlens.detect.layer_sweep.SweepResult`) and returns a ``plotly.graph_objects.Figure`` with a title,
 axis titles with units and a legend. They never show or write anything: writing figures is the job
-of :func:`fairlens.figures.regenerate_figures` and the ``fairlens figures`` command. Importing
+of :func:`fairlens.apps.figures.regenerate_figures` and the ``fairlens figures`` command. Importing
 this package imports plotly, so :mod:`fairlens` itself never imports it.
 """
 

@@ -17,8 +17,8 @@ from fairlens.analysis.separability import (
     PCAResult,
     ProjectionResult,
 )
+from fairlens.detect.layer_sweep import SweepResult
 from fairlens.plots._common import CLASS_COLOURS, CLASS_NAMES, finish, item_hover, layer_of
-from fairlens.sweep import SweepResult
 
 __all__ = [
     "head_heatmap",

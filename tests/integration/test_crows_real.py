@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from fairlens.crows import crows_metrics, score_crows_pairs
 from fairlens.data.crows_pairs import (
     CROWS_BIAS_TYPES,
     group_prefixes,
@@ -13,6 +12,7 @@ from fairlens.data.crows_pairs import (
     type_counts,
 )
 from fairlens.errors import DataError
+from fairlens.evaluate.crows import crows_metrics, score_crows_pairs
 
 pytestmark = pytest.mark.integration
 

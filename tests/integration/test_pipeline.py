@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from fairlens.cli import main
-from fairlens.fairsteer import FairSteer
+from fairlens.apps.cli import main
+from fairlens.fairsteer.estimator import FairSteer
 
 pytestmark = pytest.mark.integration
 
@@ -107,7 +107,7 @@ def test_run_writes_report_with_the_panel(smollm2, bbq_items, tmp_path, capsys):
 def test_fast_path_evaluation_matches_tl_on_smollm2(smollm2, bbq_items):
     """The steerer fitted by the TL pipeline gives the same BBQ predictions on the plain HF model."""
     from fairlens.data import split_by_template, subsample
-    from fairlens.evaluation import evaluate
+    from fairlens.evaluate.bbq import evaluate
 
     hooked, hf, tok = smollm2
     splits = split_by_template(

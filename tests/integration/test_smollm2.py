@@ -7,8 +7,8 @@ import torch
 
 from fairlens.backend import count_hooks
 from fairlens.data import subsample
-from fairlens.scoring import score_items
-from fairlens.steering import Steerer, SteeringConfig
+from fairlens.scoring.letters import score_items
+from fairlens.steer.steerer import Steerer, SteeringConfig
 
 pytestmark = pytest.mark.integration
 

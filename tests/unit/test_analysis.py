@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from fairlens.activations.extraction import extract_activations
 from fairlens.analysis import (
     ablation_effect,
     category_cosines,
@@ -28,9 +29,8 @@ from fairlens.analysis import (
 from fairlens.backend import add_hooks, count_hooks
 from fairlens.directions import mean_difference, pca_direction
 from fairlens.errors import ConfigError, HookPointError
-from fairlens.extraction import extract_activations
-from fairlens.scoring import score_items
-from fairlens.steering import Steerer, SteeringConfig
+from fairlens.scoring.letters import score_items
+from fairlens.steer.steerer import Steerer, SteeringConfig
 from fairlens.testing import tiny_hooked
 from tests.conftest import synthetic_items
 
@@ -69,7 +69,7 @@ def planted():
 
 def _resid_post(acts):
     idx = [i for i, h in enumerate(acts.hook_names) if h.endswith("resid_post")]
-    from fairlens.extraction import Activations
+    from fairlens.activations.extraction import Activations
 
     return Activations(
         acts.acts[:, idx], tuple(acts.hook_names[i] for i in idx), acts.uids, acts.labels

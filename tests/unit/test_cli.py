@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from fairlens.cli import build_parser, main
+from fairlens.apps.cli import build_parser, main
 
 
 def _run(capsys, argv):

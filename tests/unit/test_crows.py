@@ -7,7 +7,6 @@ import csv
 import pytest
 import torch
 
-from fairlens.crows import CrowsScores, crows_metrics, score_crows_pairs
 from fairlens.data.crows_pairs import (
     CrowsPair,
     group_prefixes,
@@ -15,7 +14,8 @@ from fairlens.data.crows_pairs import (
     subsample_pairs,
 )
 from fairlens.errors import ConfigError, DataError
-from fairlens.likelihood import start_ids, text_logprobs
+from fairlens.evaluate.crows import CrowsScores, crows_metrics, score_crows_pairs
+from fairlens.scoring.likelihood import start_ids, text_logprobs
 
 HEADER = ["", "sent_more", "sent_less", "stereo_antistereo", "bias_type", "annotations"]
 

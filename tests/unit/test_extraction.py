@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from fairlens.activations.extraction import Activations, extract_activations
 from fairlens.backend import count_hooks, encode
 from fairlens.errors import ConfigError, HookPointError
-from fairlens.extraction import Activations, extract_activations
 
 TEXTS = ["the old man came", "a nurse left early and the doctor was late", "x"]
 

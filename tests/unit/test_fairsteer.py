@@ -8,9 +8,9 @@ import torch
 from fairlens.backend import count_hooks
 from fairlens.data import split_by_template
 from fairlens.errors import ArtifactError, ConfigError, NotFittedError
-from fairlens.evaluation import evaluate
-from fairlens.fairsteer import FairSteer, FairSteerConfig
-from fairlens.scoring import score_items
+from fairlens.evaluate.bbq import evaluate
+from fairlens.fairsteer.estimator import FairSteer, FairSteerConfig
+from fairlens.scoring.letters import score_items
 from fairlens.testing import tiny_hooked
 from tests.conftest import synthetic_items
 
@@ -154,7 +154,7 @@ def letter_setup():
 
 def test_default_selection_searches_layer_and_alpha_on_the_select_split(letter_setup):
     """The default: highest ambiguous accuracy with disambiguated accuracy >= base - 2 points."""
-    from fairlens.search import SelectionRule
+    from fairlens.search.engine import SelectionRule
 
     hooked, hf, tok, parts = letter_setup
     fs = FairSteer().fit(hf, parts["probe"], parts["dsv"], parts["select"], tokenizer=tok)
@@ -167,7 +167,7 @@ def test_default_selection_searches_layer_and_alpha_on_the_select_split(letter_s
     assert fs.relative_strength() == pytest.approx(fs.alpha_, rel=1e-5)  # relative units
     assert fs.config.alpha_unit == "relative" and fs.summary()["relative_strength"] > 0
     # the fitted steerer reproduces the selection-split score it was chosen by (TL, full prompts)
-    from fairlens.metrics import bbq_metrics
+    from fairlens.scoring.metrics import bbq_metrics
 
     with fs.steering(hooked):
         preds = score_items(hooked, parts["select"]).predictions

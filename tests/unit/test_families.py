@@ -24,10 +24,10 @@ from fairlens.backend import (
     pad_sequences,
     sliding_window,
 )
+from fairlens.detect.probes import LinearProbe
 from fairlens.errors import ConfigError, HookPointError, ModelLoadError
 from fairlens.models import FAMILIES, family_of, get_model_info, load_hf, load_model
-from fairlens.probes import LinearProbe
-from fairlens.steering import Steerer, SteeringConfig
+from fairlens.steer.steerer import Steerer, SteeringConfig
 from fairlens.testing import tiny_tokenizer
 
 TOL = 1e-4
@@ -267,8 +267,8 @@ def test_unknown_family_is_one_clear_error():
 def test_prefix_cached_scoring_is_exact_on_every_family(pair):
     """The search's one-token forward on a KV cache equals full-prompt runs (steered or not)."""
     from fairlens.backend import encode
-    from fairlens.prefix import FullPromptScorer, PrefixCache, make_scorer
-    from fairlens.scoring import letter_token_ids
+    from fairlens.scoring.letters import letter_token_ids
+    from fairlens.scoring.prefix_cache import FullPromptScorer, PrefixCache, make_scorer
 
     _, hooked, hf, tokenizer, _ = pair
     seqs = encode(tokenizer, [p + "\nAnswer:" for p in PROMPTS])

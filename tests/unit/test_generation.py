@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from fairlens.backend import count_hooks, encode_batch
+from fairlens.backend.generation import continuation_logprobs, generate_greedy
 from fairlens.errors import ConfigError
-from fairlens.generation import continuation_logprobs, generate_greedy
-from fairlens.steering import Steerer, SteeringConfig
+from fairlens.steer.steerer import Steerer, SteeringConfig
 
 HOOK = "blocks.1.hook_resid_post"
 PROMPTS = ["the old man came late and", "a nurse", "the young woman left early because the"]

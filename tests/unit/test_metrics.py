@@ -1,4 +1,4 @@
-"""Tests for fairlens.metrics: BBQ accuracy, bias scores (BBQ's R script) and probe labels.
+"""Tests for fairlens.scoring.metrics: BBQ accuracy, bias scores (BBQ's R script) and probe labels.
 
 Expected numbers are computed by hand from BBQ_calculate_bias_score.R on a 16-item fixture; the
 working is in the comments next to each item and each assertion.
@@ -15,7 +15,7 @@ import torch
 
 from fairlens.data import BBQItem
 from fairlens.errors import ConfigError
-from fairlens.metrics import (
+from fairlens.scoring.metrics import (
     POOLED_CATEGORY,
     BBQMetrics,
     GroupMetrics,

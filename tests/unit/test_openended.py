@@ -8,7 +8,7 @@ import pytest
 
 from fairlens.data.crows_pairs import CrowsPair, group_prefixes
 from fairlens.errors import ConfigError
-from fairlens.openended import (
+from fairlens.evaluate.open_ended import (
     OpenPrompt,
     bbq_open_prompts,
     classify_answer,
@@ -72,7 +72,7 @@ def test_crows_prompts_are_the_prefix_pair():
 def test_run_open_ended_measures(tiny):
     import torch
 
-    from fairlens.steering import Steerer, SteeringConfig
+    from fairlens.steer.steerer import Steerer, SteeringConfig
 
     _, hf, tok = tiny
     prompts = bbq_open_prompts([_item(), dataclasses.replace(_item(), example_id=5)])

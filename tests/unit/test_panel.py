@@ -12,14 +12,14 @@ from fairlens.data import split_by_template
 from fairlens.data.crows_pairs import CrowsPair
 from fairlens.directions import project_out
 from fairlens.errors import ConfigError
-from fairlens.fairsteer import FairSteer, FairSteerConfig
-from fairlens.methods import (
+from fairlens.evaluate.panel import PanelConfig, evaluate_panel
+from fairlens.fairsteer.estimator import FairSteer, FairSteerConfig
+from fairlens.steer.interventions import (
     DEBIAS_INSTRUCTION,
     PANEL_METHODS,
     method_context,
     method_instruction,
 )
-from fairlens.panel import PanelConfig, evaluate_panel
 from fairlens.testing import tiny_hooked
 from tests.conftest import synthetic_items
 

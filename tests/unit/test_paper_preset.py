@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from fairlens.apps.pipeline import PRESETS, RunConfig
 from fairlens.data import few_shot_examples, split_by_template
 from fairlens.data.mmlu import load_mmlu, mmlu_anchor_prompts
+from fairlens.detect.gates import gate_labels
 from fairlens.errors import ConfigError, DataError
-from fairlens.fitting import FitData
-from fairlens.gates import gate_labels
-from fairlens.pipeline import PRESETS, RunConfig
+from fairlens.steer.fit_data import FitData
 from fairlens.testing import tiny_hooked
 from tests.conftest import synthetic_items
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import torch
 
+from fairlens.activations.extraction import extract_activations
 from fairlens.backend import add_hooks, count_hooks
+from fairlens.detect.layer_sweep import probe_sweep
 from fairlens.directions import cosine, mean_difference
-from fairlens.extraction import extract_activations
-from fairlens.steering import Steerer, SteeringConfig
-from fairlens.sweep import probe_sweep
+from fairlens.steer.steerer import Steerer, SteeringConfig
 from fairlens.testing import tiny_hooked
 
 K = 2

@@ -24,8 +24,8 @@ from fairlens.analysis import (
     TokenView,
     method_cosines,
 )
+from fairlens.apps.figures import FigureSizes, register_cli, write_figures
 from fairlens.errors import ConfigError
-from fairlens.figures import FigureSizes, register_cli, write_figures
 from tests.conftest import synthetic_items
 
 HOOKS = tuple(f"blocks.{i}.hook_resid_post" for i in range(3))

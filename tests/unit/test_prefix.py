@@ -7,9 +7,9 @@ import torch
 
 from fairlens.backend import count_hooks, encode, encode_batch
 from fairlens.errors import ConfigError
-from fairlens.prefix import FullPromptScorer, PrefixCache, compose_dynamic, gate_fires
-from fairlens.scoring import letter_token_ids
-from fairlens.steering import Steerer, SteeringConfig
+from fairlens.scoring.letters import letter_token_ids
+from fairlens.scoring.prefix_cache import FullPromptScorer, PrefixCache, compose_dynamic, gate_fires
+from fairlens.steer.steerer import Steerer, SteeringConfig
 
 TEXTS = [
     "the old man came late\nAnswer:",

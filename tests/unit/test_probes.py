@@ -16,8 +16,8 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.validation import check_is_fitted
 
+from fairlens.detect.probes import LinearProbe, fit_logistic_batched
 from fairlens.errors import ConfigError, NotFittedError
-from fairlens.probes import LinearProbe, fit_logistic_batched
 
 
 def _layered_data(

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from fairlens.errors import ConfigError
-from fairlens.scoring import build_prompts, letter_token_ids, score_items
+from fairlens.scoring.letters import build_prompts, letter_token_ids, score_items
 
 
 @pytest.mark.parametrize("mode", ["letter", "loglik"])

@@ -12,9 +12,8 @@ from sklearn.base import clone
 from fairlens.data import split_by_template
 from fairlens.directions import DIRECTION_METHODS, MeanDifference, get_direction_method
 from fairlens.errors import ConfigError
-from fairlens.fitting import FitData
-from fairlens.scoring import score_items
-from fairlens.search import (
+from fairlens.scoring.letters import score_items
+from fairlens.search.engine import (
     SearchResult,
     SearchSpace,
     SelectionRule,
@@ -24,7 +23,8 @@ from fairlens.search import (
     score_variants,
     steering_vectors,
 )
-from fairlens.steering import Steerer, SteeringConfig
+from fairlens.steer.fit_data import FitData
+from fairlens.steer.steerer import Steerer, SteeringConfig
 from fairlens.testing import tiny_hooked
 from tests.conftest import synthetic_items
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from fairlens.detect.gates import gate_labels, label_composition
 from fairlens.errors import ConfigError
-from fairlens.gates import gate_labels, label_composition
 from fairlens.stats import compare, mcnemar, paired_bootstrap, wilson
 from tests.conftest import synthetic_item
 

@@ -7,7 +7,7 @@ import torch
 
 from fairlens.backend import count_hooks, encode_batch, forward_logits
 from fairlens.errors import ConfigError
-from fairlens.steering import Steerer, SteeringConfig
+from fairlens.steer.steerer import Steerer, SteeringConfig
 
 HOOK = "blocks.1.hook_resid_post"
 

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-import fairlens.streaming as streaming
+import fairlens.activations.streaming as streaming
+from fairlens.activations.extraction import extract_activations
 from fairlens.backend import encode
 from fairlens.errors import ArtifactError
-from fairlens.extraction import extract_activations
 
 TEXTS = [f"row {i} " + "word " * (i % 5) for i in range(11)]
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
+from fairlens.detect.layer_sweep import LayerScore, SweepResult, probe_sweep, train_val_split
+from fairlens.detect.probes import LinearProbe
 from fairlens.errors import ConfigError
-from fairlens.probes import LinearProbe
-from fairlens.sweep import LayerScore, SweepResult, probe_sweep, train_val_split
 
 
 def _planted(

@@ -2,7 +2,7 @@
 
 Protocol (what makes the numbers honest):
 
-1. Everything is *fitted* on the fit split (:class:`~fairlens.fitting.FitData`: BAD labels, gates,
+1. Everything is *fitted* on the fit split (:class:`~fairlens.steer.fit_data.FitData`: BAD labels, gates,
    directions, residual norms).
 2. Every variant of the grid is scored on a **selection split** that shares no BBQ template with the
    fit items or the eval items (refused otherwise).
@@ -14,7 +14,7 @@ Protocol (what makes the numbers honest):
    paired bootstrap intervals of the gain over base and McNemar's p.
 
 Speed: variants confined to the last prompt position (scopes ``"colon"`` and ``"band"``) are scored
-on a :class:`~fairlens.prefix.PrefixCache`: one static forward of one token per (direction, layer,
+on a :class:`~fairlens.scoring.prefix_cache.PrefixCache`: one static forward of one token per (direction, layer,
 alpha, scope), and every dynamic variant (each gate and tau) is composed from it and the base run
 with no extra forward. Scope ``"all"`` (every prompt position) re-runs whole prompts per variant.
 Per-variant predictions are appended to ``edits.jsonl`` in ``out_dir`` as they are computed, so an
@@ -37,14 +37,14 @@ from torch import Tensor
 
 from fairlens.backend import hook_name
 from fairlens.data import BBQItem, content_hash
+from fairlens.detect.gates import get_gate
 from fairlens.directions import get_direction_method
 from fairlens.errors import ConfigError
-from fairlens.fitting import FitData, _model_id, check_disjoint
-from fairlens.gates import get_gate
-from fairlens.methods import DEBIAS_INSTRUCTION
-from fairlens.metrics import bbq_metrics
-from fairlens.prefix import Edit, PrefixCache, VariantScorer
+from fairlens.scoring.metrics import bbq_metrics
+from fairlens.scoring.prefix_cache import Edit, PrefixCache, VariantScorer
 from fairlens.stats import compare
+from fairlens.steer.fit_data import FitData, _model_id, check_disjoint
+from fairlens.steer.interventions import DEBIAS_INSTRUCTION
 
 __all__ = [
     "SCOPES",
@@ -86,7 +86,7 @@ class SearchSpace:
         band_width: Layers in a band.
         modes: ``"static"`` (always add) and/or ``"dynamic"`` (add where the gate fires).
         taus: Gate thresholds on P(leave alone).
-        gates: Gates (:data:`fairlens.gates.GATES`).
+        gates: Gates (:data:`fairlens.detect.gates.GATES`).
     """
 
     directions: tuple[str, ...] = ("dsv",)
@@ -441,8 +441,8 @@ def _static_predictions(
 
 def _all_positions(ctx: _Context, v: Variant) -> tuple[np.ndarray, np.ndarray | None]:
     """A scope-``"all"`` variant: whole prompts under a steerer at every position."""
-    from fairlens.scoring import score_items
-    from fairlens.steering import Steerer, SteeringConfig, SteerMode
+    from fairlens.scoring.letters import score_items
+    from fairlens.steer.steerer import Steerer, SteeringConfig, SteerMode
 
     key = v.key
     if ctx.store is not None:
@@ -613,7 +613,7 @@ class SearchResult:
         }
 
     def markdown(self) -> str:
-        from fairlens.search_report import search_markdown
+        from fairlens.search.report import search_markdown
 
         return search_markdown(self)
 
@@ -925,7 +925,7 @@ def _eval_entry(
 
 def gate_diagnostics(fit: FitData) -> dict[str, Any]:
     """Label composition of the BAD classes and the three gates' layer sweeps (or why not)."""
-    from fairlens.gates import GATES, label_composition
+    from fairlens.detect.gates import GATES, label_composition
 
     sweeps: dict[str, Any] = {}
     for name in GATES:

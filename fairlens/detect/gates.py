@@ -27,7 +27,7 @@ import numpy as np
 
 from fairlens.data import BBQItem
 from fairlens.errors import ConfigError
-from fairlens.metrics import probe_labels
+from fairlens.scoring.metrics import probe_labels
 
 __all__ = ["GATES", "GateSpec", "gate_labels", "label_composition"]
 

@@ -4,7 +4,7 @@
 plain transformers model, or a full pass on a ``HookedTransformer``) and keeps, per item, the
 predicted answer and the ``:`` activation at every candidate layer. From that:
 
-* the BAD labels and the gates (:mod:`fairlens.gates`): one probe sweep per gate kind;
+* the BAD labels and the gates (:mod:`fairlens.detect.gates`): one probe sweep per gate kind;
 * the direction recipes of :mod:`fairlens.directions.registry`: ``"bad"`` and ``"ambig_unknown"``
   come free; ``"pairs"`` (FairSteer's contrastive pairs, read at the appended letter) and
   ``"instruction"`` (the probe prompts again, with the debiasing instruction) run the model once more
@@ -24,16 +24,16 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from fairlens.activations.extraction import Activations, extract_activations
 from fairlens.backend import encode, hook_name, is_hooked, n_layers_of
 from fairlens.data import BBQItem, PromptFormat, content_hash, contrastive_pairs
+from fairlens.detect.gates import gate_labels, get_gate
+from fairlens.detect.layer_sweep import MIN_PER_CLASS, SweepResult, probe_sweep
 from fairlens.directions import Directions, get_direction_method
 from fairlens.errors import ConfigError
-from fairlens.extraction import Activations, extract_activations
-from fairlens.gates import gate_labels, get_gate
-from fairlens.methods import DEBIAS_INSTRUCTION
-from fairlens.prefix import PrefixCache, make_scorer
-from fairlens.scoring import ScoringMode, build_prompts, letter_token_ids, resolve_tokenizer
-from fairlens.sweep import MIN_PER_CLASS, SweepResult, probe_sweep
+from fairlens.scoring.letters import ScoringMode, build_prompts, letter_token_ids, resolve_tokenizer
+from fairlens.scoring.prefix_cache import PrefixCache, make_scorer
+from fairlens.steer.interventions import DEBIAS_INSTRUCTION
 
 __all__ = ["FitData", "check_disjoint"]
 
@@ -155,7 +155,7 @@ class FitData:
         if self.scoring == "letter":
             self.predictions = self.scorer.base_predictions.numpy()
         else:  # BAD labels from the configured scoring mode; activations stay at ':'
-            from fairlens.scoring import score_items
+            from fairlens.scoring.letters import score_items
 
             self.predictions = score_items(
                 model,
@@ -597,7 +597,7 @@ class FitData:
         """
         from fairlens.artifacts import load_artifact
         from fairlens.errors import ArtifactError
-        from fairlens.fairsteer import _sweep_from_dict
+        from fairlens.fairsteer.estimator import _sweep_from_dict
 
         tensors, meta = load_artifact(path, "fit_data")
         self = cls.__new__(cls)

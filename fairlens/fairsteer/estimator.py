@@ -6,7 +6,7 @@ item sets (template-disjoint splits; the split hashes are recorded):
 1. **BAD** — one pass of the unsteered model over ``probe_items`` (prefix-cached on the plain
    transformers model): each item's answer gives its label (1 answered gold, 0 picked the bias
    target); one linear probe per layer on the ``:`` activations, validated across templates. The
-   control gates (``"context"``, ``"ambig"``, see :mod:`fairlens.gates`) are fitted beside it.
+   control gates (``"context"``, ``"ambig"``, see :mod:`fairlens.detect.gates`) are fitted beside it.
 2. **Direction** — the configured method of the registry (:mod:`fairlens.directions.registry`;
    default ``"dsv"``: FairSteer's contrastive pairs from ``dsv_items``) at every candidate layer.
 3. **Layer and strength** (``selection``):
@@ -14,7 +14,7 @@ item sets (template-disjoint splits; the split hashes are recorded):
    * ``"search"`` (default): the layer (all candidates) and ``alpha`` (``alphas``, relative to the
      mean residual norm at ``:``) that give the highest ambiguous accuracy on ``select_items`` under
      dynamic steering, among settings whose disambiguated accuracy is at least base - ``margin``
-     (:class:`fairlens.search.SelectionRule`); probe accuracy is never the criterion;
+     (:class:`fairlens.search.engine.SelectionRule`); probe accuracy is never the criterion;
    * ``"bbq"``: the reference code's criterion: overall BBQ accuracy on ``select_items`` under
      dynamic steering at a fixed ``alpha``, over every candidate layer (the paper preset);
    * ``"probe"``: the layer with the best BAD-probe validation accuracy (for comparison only: on
@@ -40,15 +40,15 @@ from fairlens._version import __version__
 from fairlens.artifacts import load_artifact, save_artifact
 from fairlens.backend import HOOK_KINDS, hook_name
 from fairlens.data import BBQItem, PromptFormat
+from fairlens.detect.gates import GATES, get_gate
+from fairlens.detect.layer_sweep import SweepResult
 from fairlens.directions import DIRECTION_METHODS, Directions, cosine, get_direction_method
 from fairlens.errors import ArtifactError, ConfigError, NotFittedError
-from fairlens.fitting import FitData, check_disjoint
-from fairlens.gates import GATES, get_gate
-from fairlens.metrics import accuracy
 from fairlens.models import ModelInfo, get_model_info
-from fairlens.scoring import ScoringMode
-from fairlens.steering import GateStats, PositionPolicy, Steerer, SteeringConfig, SteerMode
-from fairlens.sweep import SweepResult
+from fairlens.scoring.letters import ScoringMode
+from fairlens.scoring.metrics import accuracy
+from fairlens.steer.fit_data import FitData, check_disjoint
+from fairlens.steer.steerer import GateStats, PositionPolicy, Steerer, SteeringConfig, SteerMode
 
 Selection = Literal["search", "bbq", "probe"]
 SELECTIONS: tuple[str, ...] = ("search", "bbq", "probe")
@@ -64,7 +64,7 @@ class FairSteerConfig:
         layers: Candidate layers (None: all).
         layer: A fixed steering layer (skips layer selection).
         direction: Direction method (:data:`fairlens.directions.DIRECTION_METHODS`; ``"dsv"``).
-        gate: Gate (:data:`fairlens.gates.GATES`; ``"bad"``: the paper's BAD probe).
+        gate: Gate (:data:`fairlens.detect.gates.GATES`; ``"bad"``: the paper's BAD probe).
         scope: ``"colon"`` (one layer at the steered position), ``"band"`` (``band_width``
             consecutive layers, gated once at the first) or ``"all"`` (every position).
         band_width: Layers in a band.
@@ -132,7 +132,7 @@ class FairSteerConfig:
             raise ConfigError(f"scoring must be 'letter' or 'loglik', got {self.scoring!r}.")
         if self.batch_size < 1:
             raise ConfigError("batch_size must be >= 1.")
-        from fairlens.search import SelectionRule, _finite_tuple
+        from fairlens.search.engine import SelectionRule, _finite_tuple
 
         if not self.alphas:
             raise ConfigError("alphas needs at least one value.")
@@ -201,7 +201,7 @@ class FairSteer:
             select_items: The selection split (needed by ``selection="search"`` and ``"bbq"``).
             tokenizer: For a plain transformers model.
             shots: Few-shot examples (``prompt_format="few_shot"``).
-            fit_data: A :class:`~fairlens.fitting.FitData` already computed on these items (reused,
+            fit_data: A :class:`~fairlens.steer.fit_data.FitData` already computed on these items (reused,
                 e.g. by the search); must match ``probe_items``.
             progress: Progress bars.
             log: ``log(message)`` for stage messages.
@@ -253,7 +253,7 @@ class FairSteer:
         self.residual_norms_: Tensor = fit.residual_norms.float().clone()
         self.direction_cosines_ = _cosines(fit, self.dsv_)
         self.model_info_: ModelInfo = get_model_info(model)
-        from fairlens.gates import gate_labels, label_composition
+        from fairlens.detect.gates import gate_labels, label_composition
 
         _, y = gate_labels("bad", fit.probe_items, fit.predictions)
         self.probe_counts_ = {
@@ -300,7 +300,7 @@ class FairSteer:
             )
 
     def _select(self, fit: FitData, select_items: list[BBQItem], progress: bool, say: Any) -> None:
-        from fairlens.search import SearchSpace, SelectionRule, Variant, score_variants
+        from fairlens.search.engine import SearchSpace, SelectionRule, Variant, score_variants
 
         cfg = self.config
         layers = [cfg.layer] if cfg.layer is not None else list(fit.layers)
@@ -331,7 +331,7 @@ class FairSteer:
             taus=(cfg.tau,),
             gates=(cfg.gate,),
         )
-        from fairlens.search import expand
+        from fairlens.search.engine import expand
 
         variants = expand(space, fit.layers, fit.n_layers)
         say(f"selecting layer and alpha: {len(variants)} settings on {len(select_items)} items")
@@ -599,7 +599,7 @@ def _cosines(fit: FitData, dsv: Directions) -> dict[str, Any]:
 
 def _sweep_from_dict(d: dict[str, Any], coef: torch.Tensor, intercept: torch.Tensor) -> SweepResult:
     """Rebuild a :class:`SweepResult` from its ``to_dict`` form and the saved probe tensors."""
-    from fairlens.sweep import LayerScore
+    from fairlens.detect.layer_sweep import LayerScore
 
     def num(v: Any) -> float:
         return float("nan") if v is None else float(v)

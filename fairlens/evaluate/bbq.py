@@ -15,8 +15,8 @@ from typing import Any
 
 from fairlens.data import BBQItem, PromptFormat, content_hash
 from fairlens.errors import ConfigError
-from fairlens.metrics import BBQMetrics, bbq_metrics
-from fairlens.scoring import ScoringMode, score_items
+from fairlens.scoring.letters import ScoringMode, score_items
+from fairlens.scoring.metrics import BBQMetrics, bbq_metrics
 
 METHODS: dict[str, str | None] = {"base": None, "static": "static", "fairsteer": "dynamic"}
 
@@ -92,7 +92,7 @@ def evaluate(
     Args:
         model: The ``HookedTransformer`` the FairSteer was fitted on.
         items: Evaluation items (template-disjoint from everything the FairSteer was fitted on).
-        fairsteer: A fitted :class:`~fairlens.fairsteer.FairSteer` (needed for static/fairsteer).
+        fairsteer: A fitted :class:`~fairlens.fairsteer.estimator.FairSteer` (needed for static/fairsteer).
         methods: Any of ``"base"``, ``"static"``, ``"fairsteer"``.
         tokenizer: Needed when ``model`` is a plain HF model (the fast path).
     """

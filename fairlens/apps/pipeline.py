@@ -5,7 +5,7 @@ Stages: load the model (the plain transformers fast path; the TransformerLens tw
 eval) -> per-category subsample of each split -> **fit** (the BAD pass, gates, direction, then
 layer and strength chosen on the select split) -> optional **steering search** over direction
 families on the select split, the winners scored once on the eval split -> the baselines **panel**
-(:mod:`fairlens.panel`) -> ``report.json`` (every number and setting), ``report.md`` and the
+(:mod:`fairlens.evaluate.panel`) -> ``report.json`` (every number and setting), ``report.md`` and the
 fitted ``fairsteer/`` artifact.
 
 Every stage writes its result into the run folder as it finishes (``fit_data/``, ``fairsteer/``,
@@ -37,11 +37,11 @@ from fairlens.data.corpus import NEUTRAL_CORPUS, load_neutral_texts
 from fairlens.data.crows_pairs import load_crows_pairs, subsample_pairs, type_counts
 from fairlens.directions import DIRECTION_METHODS
 from fairlens.errors import ArtifactError, ConfigError
-from fairlens.fairsteer import DEFAULT_ALPHAS, FairSteer, FairSteerConfig
-from fairlens.methods import DEBIAS_INSTRUCTION, PANEL_METHODS
-from fairlens.panel import SUITES, PanelConfig, PanelReport, evaluate_panel
+from fairlens.evaluate.panel import SUITES, PanelConfig, PanelReport, evaluate_panel
+from fairlens.fairsteer.estimator import DEFAULT_ALPHAS, FairSteer, FairSteerConfig
 from fairlens.runtime import set_threads
-from fairlens.scoring import ScoringMode
+from fairlens.scoring.letters import ScoringMode
+from fairlens.steer.interventions import DEBIAS_INSTRUCTION, PANEL_METHODS
 
 DEFAULT_FRACTIONS = {"probe": 0.45, "dsv": 0.1, "select": 0.1, "shots": 0.05, "eval": 0.3}
 
@@ -105,7 +105,7 @@ class RunConfig:
     max_new_tokens: int = 20
     text_n: int | None = 40  # neutral-corpus paragraphs for perplexity / gate-on-text
     text_file: str | None = None  # a plain-text corpus instead of the default (see data.corpus)
-    # the steering search over direction families (fairlens.search), on the select split
+    # the steering search over direction families (fairlens.search.engine), on the select split
     search: bool = False
     search_directions: tuple[str, ...] = tuple(DIRECTION_METHODS)
     search_layer_stride: int = 1
@@ -191,7 +191,7 @@ class RunConfig:
 
     def search_spaces(self, n_layers: int) -> tuple[Any, list[Any]]:
         """The search grid for a model of ``n_layers``: the main space and the band space."""
-        from fairlens.search import SCOPES, SearchSpace
+        from fairlens.search.engine import SCOPES, SearchSpace
 
         bad = [s for s in self.search_scopes if s not in SCOPES]
         if bad:
@@ -369,8 +369,8 @@ class _Prepared:
 
 def _prepare(cfg: RunConfig, progress: bool, say: Any, restart: bool) -> _Prepared:
     """Check every input, load the model and data, draw the splits; then fit (or resume it)."""
-    from fairlens.fitting import FitData
     from fairlens.models import load_hf
+    from fairlens.steer.fit_data import FitData
 
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -495,7 +495,7 @@ def search_pipeline(
 
     Writes ``<out_dir>/<name>/search/`` (``search.json``, ``search.md``, heatmaps as HTML, and the
     resumable per-variant predictions) and the fitted FairSteer; returns the
-    :class:`~fairlens.search.SearchResult`.
+    :class:`~fairlens.search.engine.SearchResult`.
     """
     say = log or (lambda _msg: None)
     prep = _prepare(cfg, progress, say, restart)
@@ -658,8 +658,8 @@ def _run_search(
     say: Any,
 ) -> Any:
     """The direction-family search on the select split, its winners scored on the eval split."""
-    from fairlens.search import SearchResult, SelectionRule, Variant, run_search
-    from fairlens.search_report import write_search
+    from fairlens.search.engine import SearchResult, SelectionRule, Variant, run_search
+    from fairlens.search.report import write_search
 
     folder = rundir.path / "search"
     done = folder / "search.json"

@@ -28,8 +28,8 @@ from sklearn.model_selection import (
 from torch import Tensor
 
 from fairlens.backend import hook_name
+from fairlens.detect.probes import LinearProbe, fit_logistic_batched
 from fairlens.errors import ConfigError
-from fairlens.probes import LinearProbe, fit_logistic_batched
 
 __all__ = ["LayerScore", "SweepResult", "probe_sweep", "train_val_split"]
 

@@ -1,7 +1,7 @@
 """CrowS-Pairs stereotype score for causal LMs.
 
 Each sentence is scored by its total log-probability (every token, from the first word; see
-:mod:`fairlens.likelihood`). The stereotype score is the percentage of pairs in which the *more
+:mod:`fairlens.scoring.likelihood`). The stereotype score is the percentage of pairs in which the *more
 stereotyping* sentence scores higher — for ``stereo`` and ``antistereo`` pairs alike, as in Nangia
 et al. (2020). 50 is the unbiased ideal; ties (equal totals) count as not preferring it and are
 reported. Scores are given pooled, per bias type and per direction, with n for each.
@@ -21,7 +21,7 @@ import torch
 
 from fairlens.data.crows_pairs import CrowsPair
 from fairlens.errors import ConfigError
-from fairlens.likelihood import TextScores, text_logprobs
+from fairlens.scoring.likelihood import TextScores, text_logprobs
 
 __all__ = ["CrowsMetrics", "CrowsScores", "crows_metrics", "crows_texts", "score_crows_pairs"]
 
@@ -36,7 +36,7 @@ class CrowsScores:
 
     @classmethod
     def from_text_scores(cls, pairs: Sequence[CrowsPair], scored: TextScores) -> CrowsScores:
-        """From :func:`~fairlens.likelihood.text_logprobs` over :func:`crows_texts` (pairs)."""
+        """From :func:`~fairlens.scoring.likelihood.text_logprobs` over :func:`crows_texts` (pairs)."""
         sums = scored.sums.tolist()
         k = len(pairs)
         if len(sums) != 2 * k:

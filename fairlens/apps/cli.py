@@ -112,10 +112,10 @@ def _cmd_models_info(args: argparse.Namespace) -> int:
 
 def _cmd_score(args: argparse.Namespace) -> int:
     from fairlens.data import load_bbq, resolve_data_dir, subsample
-    from fairlens.metrics import bbq_metrics
     from fairlens.models import load_model
     from fairlens.runtime import set_threads
-    from fairlens.scoring import ScoringMode, score_items
+    from fairlens.scoring.letters import ScoringMode, score_items
+    from fairlens.scoring.metrics import bbq_metrics
 
     set_threads(args.threads)
     start = time.perf_counter()
@@ -150,7 +150,7 @@ def _run_config(args: argparse.Namespace, **fixed: Any) -> Any:
     """A RunConfig from the flags (each flag's dest is the RunConfig field it sets)."""
     from dataclasses import fields
 
-    from fairlens.pipeline import RunConfig
+    from fairlens.apps.pipeline import RunConfig
 
     overrides: dict[str, Any] = {}
     for f in fields(RunConfig):
@@ -166,7 +166,7 @@ def _run_config(args: argparse.Namespace, **fixed: Any) -> Any:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from fairlens.pipeline import run_pipeline
+    from fairlens.apps.pipeline import run_pipeline
 
     cfg = _run_config(args)
     report = run_pipeline(
@@ -181,7 +181,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
-    from fairlens.pipeline import search_pipeline
+    from fairlens.apps.pipeline import search_pipeline
 
     cfg = _run_config(args, search=True)
     result = search_pipeline(
@@ -207,9 +207,9 @@ def _floats(text: str) -> float:
 
 def _add_fit_flags(p: argparse.ArgumentParser) -> None:
     """Flags shared by ``run`` and ``search``: data, splits, the fit and the selection."""
+    from fairlens.apps.pipeline import PRESETS
+    from fairlens.detect.gates import GATES
     from fairlens.directions import DIRECTION_METHODS
-    from fairlens.gates import GATES
-    from fairlens.pipeline import PRESETS
 
     p.add_argument(
         "--config", default=None, help="JSON file with RunConfig fields (flags override it)"
@@ -284,9 +284,9 @@ def _add_fit_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _add_search_flags(p: argparse.ArgumentParser) -> None:
+    from fairlens.detect.gates import GATES
     from fairlens.directions import DIRECTION_METHODS
-    from fairlens.gates import GATES
-    from fairlens.search import SCOPES
+    from fairlens.search.engine import SCOPES
 
     p.add_argument(
         "--search-directions",
@@ -330,8 +330,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from fairlens.methods import PANEL_METHODS
-    from fairlens.panel import SUITES
+    from fairlens.evaluate.panel import SUITES
+    from fairlens.steer.interventions import PANEL_METHODS
 
     parser = _Parser(
         prog="fairlens",
@@ -439,7 +439,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_search_flags(search)
     search.set_defaults(func=_cmd_search)
 
-    from fairlens.figures import register_cli as register_figures
+    from fairlens.apps.figures import register_cli as register_figures
 
     register_figures(sub)
     return parser

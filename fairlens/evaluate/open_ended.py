@@ -29,11 +29,11 @@ from typing import Any
 
 import numpy as np
 
+from fairlens.backend.generation import Generation, continuation_logprobs, generate_greedy
 from fairlens.data import BBQItem
 from fairlens.data.crows_pairs import GroupPrefix
 from fairlens.data.prompts import instruction_lead
 from fairlens.errors import ConfigError
-from fairlens.generation import Generation, continuation_logprobs, generate_greedy
 
 __all__ = [
     "ANSWER_TYPES",
@@ -257,8 +257,8 @@ def run_open_ended(
     """Generate from every prompt and measure (run inside a method's steering context).
 
     Args:
-        model: The plain transformers model (see :mod:`fairlens.generation`).
-        gate: The recording :class:`~fairlens.steering.GateStats` of a dynamic steerer, to
+        model: The plain transformers model (see :mod:`fairlens.backend.generation`).
+        gate: The recording :class:`~fairlens.steer.steerer.GateStats` of a dynamic steerer, to
             measure gate rates; ``static=True`` reports them as 1.0 (always steered).
         tau: The gate threshold, to turn the recorded probabilities into decisions.
     """

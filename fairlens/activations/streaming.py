@@ -21,9 +21,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from fairlens.activations.extraction import extract_activations
 from fairlens.backend import resolve_hooks
 from fairlens.errors import ArtifactError, ConfigError
-from fairlens.extraction import extract_activations
 
 DATA = "acts.f16"
 PROGRESS = "progress.json"

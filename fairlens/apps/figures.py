@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from fairlens.errors import ConfigError, FairlensError
 
 if TYPE_CHECKING:
-    from fairlens.scoring import ScoringMode
+    from fairlens.scoring.letters import ScoringMode
 
 __all__ = ["FigureSizes", "build_figures", "regenerate_figures", "register_cli", "write_figures"]
 
@@ -78,13 +78,13 @@ def build_figures(
 
     from fairlens import analysis as an
     from fairlens import plots
+    from fairlens.activations.extraction import Activations, extract_activations
     from fairlens.backend import encode
     from fairlens.data import split_by_template, subsample
+    from fairlens.detect.layer_sweep import probe_sweep
     from fairlens.directions import pca_direction
-    from fairlens.extraction import Activations, extract_activations
-    from fairlens.metrics import probe_labels
-    from fairlens.scoring import build_prompts, score_items
-    from fairlens.sweep import probe_sweep
+    from fairlens.scoring.letters import build_prompts, score_items
+    from fairlens.scoring.metrics import probe_labels
 
     say = log or (lambda _m: None)
     cats = set(sizes.categories) if sizes.categories else None

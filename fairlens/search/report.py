@@ -1,4 +1,4 @@
-"""Markdown of a :class:`~fairlens.search.SearchResult`: the protocol, the choice, the eval table."""
+"""Markdown of a :class:`~fairlens.search.engine.SearchResult`: the protocol, the choice, the eval table."""
 
 from __future__ import annotations
 

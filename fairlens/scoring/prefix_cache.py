@@ -155,7 +155,7 @@ def _read_weights(model: Any, read_ids: Sequence[int]) -> tuple[Tensor, Tensor |
 
 
 def _cache_kwarg(model: Any) -> str:
-    from fairlens.generation import _cache_kwarg as kwarg
+    from fairlens.backend.generation import _cache_kwarg as kwarg
 
     return kwarg(decoder_of(model))
 

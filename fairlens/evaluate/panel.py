@@ -9,7 +9,7 @@ Suites (all optional, same inputs for every method):
   from the static and base answers where the gate fires (exact; tested against full runs).
 * ``crows`` — CrowS-Pairs stereotype score (steering and gate at every position).
 * ``open_ended`` — greedy generation from BBQ ambiguous contexts and CrowS-Pairs prefixes: gate
-  rate per generated token, counterfactual log-prob gap, answer types (:mod:`fairlens.openended`).
+  rate per generated token, counterfactual log-prob gap, answer types (:mod:`fairlens.evaluate.open_ended`).
 * ``utility`` — BBQ disambiguated accuracy (from ``bbq``), perplexity on real text corpora, and how
   often the gate fires on each corpus (per text and per token).
 
@@ -28,23 +28,23 @@ import torch
 from torch import Tensor
 
 from fairlens.backend import is_hooked
-from fairlens.crows import CrowsScores, crows_metrics, crows_texts
 from fairlens.data import BBQItem, PromptFormat, content_hash
 from fairlens.data.crows_pairs import CrowsPair, group_prefixes
 from fairlens.errors import ConfigError
-from fairlens.likelihood import TextScores, text_logprobs
-from fairlens.methods import (
+from fairlens.evaluate.crows import CrowsScores, crows_metrics, crows_texts
+from fairlens.evaluate.open_ended import bbq_open_prompts, crows_open_prompts, run_open_ended
+from fairlens.models import get_model_info
+from fairlens.scoring.letters import ScoringMode, score_items
+from fairlens.scoring.likelihood import TextScores, text_logprobs
+from fairlens.scoring.metrics import bbq_metrics
+from fairlens.steer.interventions import (
     METHOD_DESCRIPTIONS,
     PANEL_METHODS,
     check_methods,
     method_context,
     method_instruction,
 )
-from fairlens.metrics import bbq_metrics
-from fairlens.models import get_model_info
-from fairlens.openended import bbq_open_prompts, crows_open_prompts, run_open_ended
-from fairlens.scoring import ScoringMode, score_items
-from fairlens.steering import PositionPolicy
+from fairlens.steer.steerer import PositionPolicy
 
 __all__ = ["SUITES", "PanelConfig", "PanelReport", "evaluate_panel"]
 
@@ -408,9 +408,9 @@ class _Run:
 
     def _scorer(self, kind: str, items: Sequence[BBQItem], shots: Sequence[BBQItem] | None) -> Any:
         from fairlens.backend import encode
-        from fairlens.prefix import make_scorer
-        from fairlens.scoring import build_prompts, letter_token_ids
-        from fairlens.search import check_scorer
+        from fairlens.scoring.letters import build_prompts, letter_token_ids
+        from fairlens.scoring.prefix_cache import make_scorer
+        from fairlens.search.engine import check_scorer
 
         if kind not in self.scorers:
             hooks = [] if self.fairsteer is None else [self.fairsteer.hook_name_]

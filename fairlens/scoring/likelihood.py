@@ -7,7 +7,7 @@ never scored. The prefix and the text are tokenised apart, so a text gets identi
 and without a prefix.
 
 Works on a ``HookedTransformer`` or a plain transformers model; hooks active on the model apply.
-Passing a recording :class:`~fairlens.steering.GateStats` also returns the gate's P(unbiased) at
+Passing a recording :class:`~fairlens.steer.steerer.GateStats` also returns the gate's P(unbiased) at
 each text token (the steerer must use the ``"all"`` position policy).
 """
 
@@ -80,7 +80,7 @@ def text_logprobs(
         tokenizer: The model's tokenizer.
         texts: Texts to score (must be non-empty strings).
         prefix: Context put before each text (not scored), followed by a blank line.
-        gate: The :class:`~fairlens.steering.GateStats` yielded by a *recording* steerer applied
+        gate: The :class:`~fairlens.steer.steerer.GateStats` yielded by a *recording* steerer applied
             to ``model`` with ``positions="all"``; then P(unbiased) per text token is returned.
     """
     if not texts:

@@ -23,7 +23,7 @@ from fairlens.backend import add_hooks
 from fairlens.directions import project_out
 from fairlens.errors import ConfigError
 from fairlens.models import get_model_info
-from fairlens.steering import GateStats, PositionPolicy
+from fairlens.steer.steerer import GateStats, PositionPolicy
 
 __all__ = [
     "DEBIAS_INSTRUCTION",

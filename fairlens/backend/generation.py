@@ -2,7 +2,7 @@
 
 Both functions drive a plain transformers causal LM one token per forward call after the prompt
 pass, exactly as ``generate`` does. That matters for steering: with the default ``"generated"``
-position policy a :class:`~fairlens.steering.Steerer` probes the prompt's last token and every new
+position policy a :class:`~fairlens.steer.steerer.Steerer` probes the prompt's last token and every new
 token, so the log-probability of a continuation *scored* here under steering is the one the model
 had while *generating* it under the same steering (a single forward pass over prompt +
 continuation would steer different positions).
@@ -139,7 +139,7 @@ def generate_greedy(
     is spent (finished rows are fed EOS and their outputs ignored).
 
     Args:
-        gate: The :class:`~fairlens.steering.GateStats` of a *recording*, dynamic steerer applied
+        gate: The :class:`~fairlens.steer.steerer.GateStats` of a *recording*, dynamic steerer applied
             to ``model`` (``positions="generated"``): the gate probabilities are then returned
             per row, finished rows excluded.
     """
