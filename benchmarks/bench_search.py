@@ -22,7 +22,8 @@ from fairlens.backend import encode
 from fairlens.data import load_bbq, resolve_data_dir, subsample
 from fairlens.models import load_hf
 from fairlens.scoring.letters import build_prompts, letter_token_ids
-from fairlens.scoring.prefix_cache import FullPromptScorer, PrefixCache
+from fairlens.scoring.prefix_cache import PrefixCache
+from fairlens.scoring.variant_scorer import FullPromptScorer
 
 
 def main() -> None:

@@ -9,7 +9,7 @@ Three ways to remove information, each a context manager that adds exactly its o
 * :func:`zero_ablation` — replace it by zero.
 
 :func:`ablation_effect` scores BBQ items under each ablation and reports accuracy and bias-score
-changes against the unablated model; :func:`explore_ablation` is the one-call notebook helper.
+changes against the unablated model; :func:`fairlens.plots.explore_ablation` is the one-call notebook helper.
 """
 
 from __future__ import annotations
@@ -46,7 +46,6 @@ __all__ = [
     "ablate",
     "ablation_effect",
     "directional_ablation",
-    "explore_ablation",
     "mean_ablation",
     "mean_activation",
     "zero_ablation",
@@ -281,33 +280,3 @@ def ablation_effect(
         with factory():
             rows.append(_row(name, items, run()))
     return AblationEffect(base, tuple(rows), len(items))
-
-
-def explore_ablation(
-    model: Any,
-    items: Sequence[BBQItem],
-    hook: str,
-    method: AblationMethod = "directional",
-    *,
-    direction: Tensor | None = None,
-    mean: Tensor | None = None,
-    head: int | None = None,
-    scoring: ScoringMode = "letter",
-    batch_size: int = 16,
-) -> tuple[AblationEffect, Any]:
-    """Notebook helper: pick a hook and a method, get the effect table and its bar figure.
-
-    Returns:
-        ``(effect, figure)``; print ``effect.table()`` and display ``figure``.
-    """
-    from fairlens.plots.steering import ablation_bars
-
-    label = f"{method} @ {hook}" + (f"[{head}]" if head is not None else "")
-    effect = ablation_effect(
-        model,
-        items,
-        {label: lambda: ablate(model, hook, method, direction=direction, mean=mean, head=head)},
-        scoring=scoring,
-        batch_size=batch_size,
-    )
-    return effect, ablation_bars(effect)

@@ -76,8 +76,8 @@ def build_figures(
     """
     import torch
 
-    from fairlens import analysis as an
-    from fairlens import plots
+    import fairlens.analysis as an
+    import fairlens.plots as plots
     from fairlens.activations.extraction import Activations, extract_activations
     from fairlens.backend import encode
     from fairlens.data import split_by_template, subsample

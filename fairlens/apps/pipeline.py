@@ -658,8 +658,8 @@ def _run_search(
     say: Any,
 ) -> Any:
     """The direction-family search on the select split, its winners scored on the eval split."""
+    from fairlens.plots.search import write_search
     from fairlens.search.engine import SearchResult, SelectionRule, Variant, run_search
-    from fairlens.search.report import write_search
 
     folder = rundir.path / "search"
     done = folder / "search.json"

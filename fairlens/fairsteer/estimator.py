@@ -531,7 +531,7 @@ class FairSteer:
             )
         fs = cls(FairSteerConfig.from_dict(meta["config"]))
         fs.gates_ = {
-            name: _sweep_from_dict(
+            name: SweepResult.from_dict(
                 d, tensors[f"gate_{name}_coef"], tensors[f"gate_{name}_intercept"]
             )
             for name, d in meta["gates"].items()
@@ -595,39 +595,6 @@ def _cosines(fit: FitData, dsv: Directions) -> dict[str, Any]:
             continue
         out[f"{dsv.method}_vs_{name}"] = cosine(dsv.vectors, other.vectors).tolist()
     return out
-
-
-def _sweep_from_dict(d: dict[str, Any], coef: torch.Tensor, intercept: torch.Tensor) -> SweepResult:
-    """Rebuild a :class:`SweepResult` from its ``to_dict`` form and the saved probe tensors."""
-    from fairlens.detect.layer_sweep import LayerScore
-
-    def num(v: Any) -> float:
-        return float("nan") if v is None else float(v)
-
-    scores = tuple(
-        LayerScore(
-            layer=int(s["layer"]),
-            accuracy=num(s["accuracy"]),
-            auroc=num(s["auroc"]),
-            cv_mean=num(s["cv_mean"]),
-            cv_std=num(s["cv_std"]),
-            n_train=int(s["n_train"]),
-            n_val=int(s["n_val"]),
-        )
-        for s in d["scores"]
-    )
-    return SweepResult(
-        hook_names=tuple(d["hook_names"]),
-        layers=tuple(d["layers"]),
-        scores=scores,
-        class_balance=float(d["class_balance"]),
-        n=int(d["n"]),
-        val_fraction=float(d["val_fraction"]),
-        seed=int(d["seed"]),
-        C=float(d["C"]),
-        coef=coef,
-        intercept=intercept,
-    )
 
 
 def _info_from_fingerprint(fp: dict[str, Any]) -> ModelInfo:

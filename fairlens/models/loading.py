@@ -35,7 +35,7 @@ from fairlens.errors import ModelLoadError
 from fairlens.models.embedded import DEFAULT_MODEL, EMBEDDED_MODELS
 from fairlens.models.families import family_of
 from fairlens.models.info import ModelInfo, Source, weights_sha
-from fairlens.models.tl_adapter import WeightProcessing
+from fairlens.models.tl_adapter import WeightProcessing, hooked_from_hf, hooked_from_official
 from fairlens.runtime import cache_dir
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -229,13 +229,11 @@ def load_model(
     Returns:
         The ``HookedTransformer``; ``get_model_info(model)`` gives its :class:`ModelInfo`.
     """
-    from fairlens.models import tl_adapter
-
     weight_processing = WeightProcessing.parse(processing)
     resolved = resolve_spec(spec)
     if resolved.source == "tl_official":
         try:
-            model = tl_adapter.hooked_from_official(
+            model = hooked_from_official(
                 resolved.target, processing=weight_processing, dtype=_dtype(dtype), device=device
             )
         except OSError as exc:
@@ -259,7 +257,7 @@ def load_model(
         )
     else:
         hf_model, tokenizer, hf_info = load_hf(spec, dtype="float32", device="cpu")
-        model = tl_adapter.hooked_from_hf(
+        model = hooked_from_hf(
             hf_model,
             tokenizer,
             processing=weight_processing,

@@ -18,12 +18,18 @@ from fairlens.plots.separability import (
     pca_grid,
     projection_histograms,
 )
-from fairlens.plots.steering import ablation_bars, sweep_heatmap, tradeoff_scatter
+from fairlens.plots.steering import (
+    ablation_bars,
+    explore_ablation,
+    sweep_heatmap,
+    tradeoff_scatter,
+)
 from fairlens.plots.tokens import token_figure
 
 __all__ = [
     "ablation_bars",
     "cosine_heatmap",
+    "explore_ablation",
     "head_heatmap",
     "hook_type_heatmap",
     "layer_curves",

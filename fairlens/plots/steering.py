@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
+from torch import Tensor
 
-from fairlens.analysis.ablation import AblationEffect
+from fairlens.analysis.ablation import AblationEffect, AblationMethod, ablate, ablation_effect
 from fairlens.analysis.sweeps import SteeringSweep
+from fairlens.data import BBQItem
 from fairlens.plots._common import MODE_COLOURS, finish
+from fairlens.scoring.letters import ScoringMode
 
-__all__ = ["ablation_bars", "sweep_heatmap", "tradeoff_scatter"]
+__all__ = ["ablation_bars", "explore_ablation", "sweep_heatmap", "tradeoff_scatter"]
 
 _LABELS = {
     "acc_ambig": ("ambiguous accuracy (%)", 100.0),
@@ -153,3 +159,31 @@ def ablation_bars(effect: AblationEffect, *, title: str | None = None) -> go.Fig
         width=1000,
         height=480,
     )
+
+
+def explore_ablation(
+    model: Any,
+    items: Sequence[BBQItem],
+    hook: str,
+    method: AblationMethod = "directional",
+    *,
+    direction: Tensor | None = None,
+    mean: Tensor | None = None,
+    head: int | None = None,
+    scoring: ScoringMode = "letter",
+    batch_size: int = 16,
+) -> tuple[AblationEffect, Any]:
+    """Notebook helper: pick a hook and a method, get the effect table and its bar figure.
+
+    Returns:
+        ``(effect, figure)``; print ``effect.table()`` and display ``figure``.
+    """
+    label = f"{method} @ {hook}" + (f"[{head}]" if head is not None else "")
+    effect = ablation_effect(
+        model,
+        items,
+        {label: lambda: ablate(model, hook, method, direction=direction, mean=mean, head=head)},
+        scoring=scoring,
+        batch_size=batch_size,
+    )
+    return effect, ablation_bars(effect)

@@ -41,7 +41,8 @@ from fairlens.detect.gates import get_gate
 from fairlens.directions import get_direction_method
 from fairlens.errors import ConfigError
 from fairlens.scoring.metrics import bbq_metrics
-from fairlens.scoring.prefix_cache import Edit, PrefixCache, VariantScorer
+from fairlens.scoring.prefix_cache import PrefixCache
+from fairlens.scoring.variant_scorer import Edit, VariantScorer
 from fairlens.stats import compare
 from fairlens.steer.fit_data import FitData, _model_id, check_disjoint
 from fairlens.steer.interventions import DEBIAS_INSTRUCTION

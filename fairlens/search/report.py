@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["search_markdown", "write_search"]
+__all__ = ["search_markdown"]
 
 
 def _pct(x: float | None) -> str:
@@ -163,36 +163,3 @@ def search_markdown(result: Any) -> str:
             ])  # fmt: skip
         parts.append(_table(["gate", "n labels", "best val acc %", "note"], rows))
     return "\n".join(parts)
-
-
-def write_search(result: Any, folder: Any) -> dict[str, str]:
-    """Write ``search.json``, ``search.md`` and the figures as HTML into ``folder``; returns paths."""
-    import json
-    from pathlib import Path
-
-    from fairlens.plots.search import gate_sweeps, patching_curves, search_heatmaps
-
-    out = Path(folder)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {"json": out / "search.json", "markdown": out / "search.md"}
-    paths["json"].write_text(json.dumps(result.to_dict(), indent=1))  # first: the numbers
-    paths["markdown"].write_text(search_markdown(result) + "\n")
-    figures: dict[str, Any] = {}
-    for mode in result.space.modes:
-        for scope in result.space.scopes:
-            for metric in ("acc_ambig", "acc_disambig"):
-                try:
-                    figures[f"heatmap_{mode}_{scope}_{metric}"] = search_heatmaps(
-                        result, metric, mode=mode, scope=scope
-                    )
-                except ValueError:
-                    continue
-    for split in result.patching:
-        figures[f"patching_{split}"] = patching_curves(result, split)
-    if result.diagnostics:
-        figures["gates"] = gate_sweeps(result.diagnostics)
-    for name, fig in figures.items():
-        path = out / f"{name}.html"
-        fig.write_html(str(path), include_plotlyjs="cdn")
-        paths[name] = path
-    return {k: str(v) for k, v in paths.items()}

@@ -597,7 +597,6 @@ class FitData:
         """
         from fairlens.artifacts import load_artifact
         from fairlens.errors import ArtifactError
-        from fairlens.fairsteer.estimator import _sweep_from_dict
 
         tensors, meta = load_artifact(path, "fit_data")
         self = cls.__new__(cls)
@@ -637,7 +636,7 @@ class FitData:
             self._gates[name] = (
                 g["unavailable"]
                 if "unavailable" in g
-                else _sweep_from_dict(
+                else SweepResult.from_dict(
                     g, tensors[f"gate:{name}:coef"], tensors[f"gate:{name}:intercept"]
                 )
             )

@@ -18,7 +18,7 @@ from fairlens.data import (
     load_bbq,
     resolve_data_dir,
 )
-from fairlens.data import bbq as bbq_module
+from fairlens.data import bbq_records as bbq_module
 from fairlens.data import fetch as fetch_module
 from fairlens.errors import ConfigError, DataError
 

@@ -268,7 +268,8 @@ def test_prefix_cached_scoring_is_exact_on_every_family(pair):
     """The search's one-token forward on a KV cache equals full-prompt runs (steered or not)."""
     from fairlens.backend import encode
     from fairlens.scoring.letters import letter_token_ids
-    from fairlens.scoring.prefix_cache import FullPromptScorer, PrefixCache, make_scorer
+    from fairlens.scoring.prefix_cache import PrefixCache, make_scorer
+    from fairlens.scoring.variant_scorer import FullPromptScorer
 
     _, hooked, hf, tokenizer, _ = pair
     seqs = encode(tokenizer, [p + "\nAnswer:" for p in PROMPTS])

@@ -8,7 +8,8 @@ import torch
 from fairlens.backend import count_hooks, encode, encode_batch
 from fairlens.errors import ConfigError
 from fairlens.scoring.letters import letter_token_ids
-from fairlens.scoring.prefix_cache import FullPromptScorer, PrefixCache, compose_dynamic, gate_fires
+from fairlens.scoring.prefix_cache import PrefixCache
+from fairlens.scoring.variant_scorer import FullPromptScorer, compose_dynamic, gate_fires
 from fairlens.steer.steerer import Steerer, SteeringConfig
 
 TEXTS = [
