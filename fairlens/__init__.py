@@ -38,7 +38,7 @@ _EXPORTS: dict[str, str] = {
     "Steerer": "fairlens.steer.steerer",
     "SteeringConfig": "fairlens.steer.steerer",
     "FairSteer": "fairlens.fairsteer.estimator",
-    "FairSteerConfig": "fairlens.fairsteer.estimator",
+    "FairSteerConfig": "fairlens.fairsteer.config",
     "evaluate": "fairlens.evaluate.bbq",
     # the baselines panel: BBQ, CrowS-Pairs, open-ended generation, utility
     "evaluate_panel": "fairlens.evaluate.panel",
@@ -106,7 +106,8 @@ if TYPE_CHECKING:
     from fairlens.directions import compute_dsv
     from fairlens.evaluate.bbq import evaluate
     from fairlens.evaluate.panel import PanelConfig, evaluate_panel
-    from fairlens.fairsteer.estimator import FairSteer, FairSteerConfig
+    from fairlens.fairsteer.config import FairSteerConfig
+    from fairlens.fairsteer.estimator import FairSteer
     from fairlens.models import ModelInfo, get_model_info, load_hf, load_model
     from fairlens.scoring.letters import score_items
     from fairlens.scoring.metrics import bbq_metrics, probe_labels

@@ -286,7 +286,7 @@ def _add_fit_flags(p: argparse.ArgumentParser) -> None:
 def _add_search_flags(p: argparse.ArgumentParser) -> None:
     from fairlens.detect.gates import GATES
     from fairlens.directions import DIRECTION_METHODS
-    from fairlens.search.engine import SCOPES
+    from fairlens.search.space import SCOPES
 
     p.add_argument(
         "--search-directions",

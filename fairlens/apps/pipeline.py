@@ -38,7 +38,8 @@ from fairlens.data.crows_pairs import load_crows_pairs, subsample_pairs, type_co
 from fairlens.directions import DIRECTION_METHODS
 from fairlens.errors import ArtifactError, ConfigError
 from fairlens.evaluate.panel import SUITES, PanelConfig, PanelReport, evaluate_panel
-from fairlens.fairsteer.estimator import DEFAULT_ALPHAS, FairSteer, FairSteerConfig
+from fairlens.fairsteer.config import DEFAULT_ALPHAS, FairSteerConfig
+from fairlens.fairsteer.estimator import FairSteer
 from fairlens.runtime import set_threads
 from fairlens.scoring.letters import ScoringMode
 from fairlens.steer.interventions import DEBIAS_INSTRUCTION, PANEL_METHODS
@@ -191,7 +192,7 @@ class RunConfig:
 
     def search_spaces(self, n_layers: int) -> tuple[Any, list[Any]]:
         """The search grid for a model of ``n_layers``: the main space and the band space."""
-        from fairlens.search.engine import SCOPES, SearchSpace
+        from fairlens.search.space import SCOPES, SearchSpace
 
         bad = [s for s in self.search_scopes if s not in SCOPES]
         if bad:
@@ -659,7 +660,8 @@ def _run_search(
 ) -> Any:
     """The direction-family search on the select split, its winners scored on the eval split."""
     from fairlens.plots.search import write_search
-    from fairlens.search.engine import SearchResult, SelectionRule, Variant, run_search
+    from fairlens.search.engine import SearchResult, run_search
+    from fairlens.search.space import SelectionRule, Variant
 
     folder = rundir.path / "search"
     done = folder / "search.json"

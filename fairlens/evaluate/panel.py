@@ -410,7 +410,7 @@ class _Run:
         from fairlens.backend import encode
         from fairlens.scoring.letters import build_prompts, letter_token_ids
         from fairlens.scoring.prefix_cache import make_scorer
-        from fairlens.search.engine import check_scorer
+        from fairlens.search.variants import check_scorer
 
         if kind not in self.scorers:
             hooks = [] if self.fairsteer is None else [self.fairsteer.hook_name_]

@@ -26,151 +26,29 @@ JSON, refusing to be applied to a different model.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-import torch
-from jaxtyping import Bool, Float
 from torch import Tensor
 
 from fairlens._version import __version__
 from fairlens.artifacts import load_artifact, save_artifact
-from fairlens.backend import HOOK_KINDS, hook_name
-from fairlens.data import BBQItem, PromptFormat
-from fairlens.detect.gates import GATES, get_gate
+from fairlens.data import BBQItem
+from fairlens.detect.gates import GATES
 from fairlens.detect.layer_sweep import SweepResult
-from fairlens.directions import DIRECTION_METHODS, Directions, cosine, get_direction_method
-from fairlens.errors import ArtifactError, ConfigError, NotFittedError
+from fairlens.directions import DIRECTION_METHODS, Directions, cosine
+from fairlens.errors import ArtifactError, ConfigError
+from fairlens.fairsteer.applying import FittedSteering
+from fairlens.fairsteer.config import FairSteerConfig
 from fairlens.models import ModelInfo, get_model_info
-from fairlens.scoring.letters import ScoringMode
 from fairlens.scoring.metrics import accuracy
-from fairlens.steer.fit_data import FitData, check_disjoint
-from fairlens.steer.steerer import GateStats, PositionPolicy, Steerer, SteeringConfig, SteerMode
-
-Selection = Literal["search", "bbq", "probe"]
-SELECTIONS: tuple[str, ...] = ("search", "bbq", "probe")
-DEFAULT_ALPHAS: tuple[float, ...] = (0.1, 0.2, 0.4, 0.8)
+from fairlens.steer.fit_data import FitData
+from fairlens.steer.fit_settings import check_disjoint
 
 
-@dataclass(frozen=True)
-class FairSteerConfig:
-    """Hyper-parameters of a FairSteer fit.
-
-    Attributes:
-        hook_kind: Residual-width hook steered and probed (``"resid_post"``: the paper's).
-        layers: Candidate layers (None: all).
-        layer: A fixed steering layer (skips layer selection).
-        direction: Direction method (:data:`fairlens.directions.DIRECTION_METHODS`; ``"dsv"``).
-        gate: Gate (:data:`fairlens.detect.gates.GATES`; ``"bad"``: the paper's BAD probe).
-        scope: ``"colon"`` (one layer at the steered position), ``"band"`` (``band_width``
-            consecutive layers, gated once at the first) or ``"all"`` (every position).
-        band_width: Layers in a band.
-        selection: How layer and strength are chosen (module docstring).
-        alpha: A fixed strength (in ``alpha_unit``); None: searched over ``alphas`` by
-            ``selection="search"``, 1.0 for the other selections.
-        alphas: Strengths tried by ``selection="search"``.
-        alpha_unit: ``"relative"`` (alpha x the mean residual norm at ``:`` of the layer, along the
-            unit direction) or ``"absolute"`` (alpha x the raw vector: the paper's alpha = 1).
-        tau: Gate threshold on P(leave alone) (paper: 0.5).
-        margin: ``selection="search"``: the largest drop of disambiguated accuracy below base
-            accepted on the selection split (a fraction: 0.02 = 2 points).
-        C: Probe regularisation (paper: 1.0).
-        n_dsv_per_category: Contrastive pairs per category (paper: 10).
-        scoring: How answers are read (``"letter"``: the paper's; ``"loglik"``).
-        prompt_format: Prompt format.
-        positions: Position policy (None: ``"generated"`` for letter scoring, ``"all"`` for loglik
-            and for scope ``"all"``).
-        batch_size: Prompts per forward pass.
-        seed: Probe split and pair choice.
-    """
-
-    hook_kind: str = "resid_post"
-    layers: tuple[int, ...] | None = None
-    layer: int | None = None
-    direction: str = "dsv"
-    gate: str = "bad"
-    scope: Literal["colon", "band", "all"] = "colon"
-    band_width: int = 3
-    selection: Selection = "search"
-    alpha: float | None = None
-    alphas: tuple[float, ...] = DEFAULT_ALPHAS
-    alpha_unit: Literal["relative", "absolute"] = "relative"
-    tau: float = 0.5
-    margin: float = 0.02
-    C: float = 1.0
-    n_dsv_per_category: int | None = 10
-    scoring: ScoringMode = "letter"
-    prompt_format: PromptFormat = "zero_shot"
-    positions: PositionPolicy | None = None
-    batch_size: int = 16
-    seed: int = 42
-
-    def __post_init__(self) -> None:
-        if self.hook_kind not in HOOK_KINDS or self.hook_kind == "z":
-            raise ConfigError(
-                f"hook_kind must be a residual-width hook ({', '.join(k for k in HOOK_KINDS if k != 'z')}), "
-                f"got {self.hook_kind!r}."
-            )
-        if self.selection not in SELECTIONS:
-            raise ConfigError(
-                f"selection must be one of {', '.join(SELECTIONS)}, got {self.selection!r}."
-            )
-        get_direction_method(self.direction)
-        get_gate(self.gate)
-        if self.scope not in ("colon", "band", "all"):
-            raise ConfigError(f"scope must be 'colon', 'band' or 'all', got {self.scope!r}.")
-        if self.scope == "band" and self.band_width < 2:
-            raise ConfigError(f"band_width must be >= 2, got {self.band_width}.")
-        if self.alpha_unit not in ("relative", "absolute"):
-            raise ConfigError(
-                f"alpha_unit must be 'relative' or 'absolute', got {self.alpha_unit!r}."
-            )
-        if self.scoring not in ("letter", "loglik"):
-            raise ConfigError(f"scoring must be 'letter' or 'loglik', got {self.scoring!r}.")
-        if self.batch_size < 1:
-            raise ConfigError("batch_size must be >= 1.")
-        from fairlens.search.engine import SelectionRule, _finite_tuple
-
-        if not self.alphas:
-            raise ConfigError("alphas needs at least one value.")
-        _finite_tuple("alphas", self.alphas, low=0.0)
-        SelectionRule(margin=self.margin)  # validates the margin
-        SteeringConfig(alpha=self.strength, tau=self.tau)  # validates alpha/tau
-
-    @property
-    def strength(self) -> float:
-        """The fixed alpha (1.0 when unset)."""
-        return 1.0 if self.alpha is None else float(self.alpha)
-
-    @property
-    def steer_positions(self) -> PositionPolicy:
-        if self.positions is not None:
-            return self.positions
-        return "all" if self.scoring == "loglik" or self.scope == "all" else "generated"
-
-    def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["layers"] = list(self.layers) if self.layers is not None else None
-        out["alphas"] = list(self.alphas)
-        return out
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> FairSteerConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"Unknown FairSteer config keys: {unknown}; valid: {sorted(known)}.")
-        data = dict(data)
-        for key in ("layers", "alphas"):
-            if data.get(key) is not None:
-                data[key] = tuple(data[key])
-        return cls(**data)
-
-
-class FairSteer:
+class FairSteer(FittedSteering):
     """The FairSteer estimator. Learned state ends in ``_`` (scikit-learn convention)."""
 
     def __init__(self, config: FairSteerConfig | None = None, **overrides: Any) -> None:
@@ -300,7 +178,8 @@ class FairSteer:
             )
 
     def _select(self, fit: FitData, select_items: list[BBQItem], progress: bool, say: Any) -> None:
-        from fairlens.search.engine import SearchSpace, SelectionRule, Variant, score_variants
+        from fairlens.search.space import SearchSpace, SelectionRule, Variant
+        from fairlens.search.variants import score_variants
 
         cfg = self.config
         layers = [cfg.layer] if cfg.layer is not None else list(fit.layers)
@@ -331,7 +210,7 @@ class FairSteer:
             taus=(cfg.tau,),
             gates=(cfg.gate,),
         )
-        from fairlens.search.engine import expand
+        from fairlens.search.space import expand
 
         variants = expand(space, fit.layers, fit.n_layers)
         say(f"selecting layer and alpha: {len(variants)} settings on {len(select_items)} items")
@@ -343,152 +222,6 @@ class FairSteer:
         self.selection_.update(
             {"rule": rule.describe(), "base": base, "rows": rows, "chosen": best["key"]}
         )
-
-    # ------------------------------------------------------------------ applying
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "layer_"):
-            raise NotFittedError(
-                "This FairSteer is not fitted yet.",
-                "Call .fit(model, ...) or FairSteer.load(path) first.",
-            )
-
-    @property
-    def sweep_(self) -> SweepResult:
-        """The probe sweep of the gate in use (``config.gate``)."""
-        self._check_fitted()
-        return self.gates_[self.config.gate]
-
-    @property
-    def hook_name_(self) -> str:
-        self._check_fitted()
-        return hook_name(self.config.hook_kind, self.layer_)
-
-    @property
-    def layers_(self) -> tuple[int, ...]:
-        """Every steered layer (one, or the band)."""
-        self._check_fitted()
-        width = self.config.band_width if self.config.scope == "band" else 1
-        return tuple(range(self.layer_, self.layer_ + width))
-
-    def relative_strength(self, alpha: float | None = None, layer: int | None = None) -> float:
-        """``||alpha v|| / mean ||h||`` at the (first) steered layer."""
-        layer = self.layer_ if layer is None else layer
-        hook = hook_name(self.config.hook_kind, layer)
-        vec = self._vector(hook, self.alpha_ if alpha is None else alpha)
-        return float(vec.norm()) / float(self.residual_norms_[self.dsv_.hook_names.index(hook)])
-
-    def _vector(self, hook: str, alpha: float) -> Tensor:
-        """The vector added at ``hook``: alpha (in the config's unit) times the direction."""
-        v = self.dsv_.at(hook).float()
-        if self.config.alpha_unit == "absolute":
-            return alpha * v
-        norm = float(v.norm())
-        if not norm > 0:
-            raise ConfigError(f"the direction at {hook} is zero; a relative strength is undefined.")
-        return alpha * float(self.residual_norms_[self.dsv_.hook_names.index(hook)]) / norm * v
-
-    def steerer(
-        self,
-        *,
-        mode: SteerMode = "dynamic",
-        alpha: float | None = None,
-        tau: float | None = None,
-        positions: PositionPolicy | None = None,
-        layer: int | None = None,
-    ) -> Steerer:
-        """A :class:`Steerer` for the chosen (or another fitted) layer; ``alpha`` in the config's unit."""
-        self._check_fitted()
-        layer = self.layer_ if layer is None else layer
-        cfg = self.config
-        width = cfg.band_width if cfg.scope == "band" else 1
-        names = [hook_name(cfg.hook_kind, v) for v in range(layer, layer + width)]
-        missing = [n for n in names if n not in self.dsv_.hook_names]
-        if missing:
-            raise ConfigError(
-                f"Layer(s) {missing} were not fitted; fitted layers: {list(self.sweep_.layers)}."
-            )
-        strength = self.alpha_ if alpha is None else alpha
-        gate = self.gates_[cfg.gate]
-        idx = gate.hook_names.index(names[0])
-        config = SteeringConfig(
-            mode=mode,
-            alpha=0.0 if strength == 0 else 1.0,  # the vectors below carry the strength
-            tau=cfg.tau if tau is None else tau,
-            positions=cfg.steer_positions if positions is None else positions,
-        )
-        vectors = [self._vector(n, strength) for n in names]
-        return Steerer(
-            names[0],
-            vectors[0],
-            gate.coef[idx].float(),
-            gate.intercept[idx].float(),
-            config,
-            band=list(zip(names[1:], vectors[1:], strict=True)),
-        )
-
-    def last_position_edit(self, alpha: float | None = None) -> dict[str, Tensor]:
-        """Hook -> vector the static steerer adds at the last prompt position (for a prefix cache)."""
-        self._check_fitted()
-        strength = self.alpha_ if alpha is None else alpha
-        return {
-            hook_name(self.config.hook_kind, v): self._vector(
-                hook_name(self.config.hook_kind, v), strength
-            )
-            for v in self.layers_
-        }
-
-    def gate_fires(
-        self, acts: Mapping[str, Float[Tensor, "n d"]], tau: float | None = None
-    ) -> Bool[Tensor, " n"]:
-        """Where the gate fires for unsteered activations ``acts[hook]`` at the gated layer."""
-        self._check_fitted()
-        gate = self.gates_[self.config.gate]
-        i = gate.hook_names.index(self.hook_name_)
-        a = acts[self.hook_name_].double()
-        p = torch.sigmoid(a @ gate.coef[i].double() + gate.intercept[i].double())
-        return p.float() < (self.config.tau if tau is None else tau)
-
-    @contextmanager
-    def steering(
-        self, model: Any, mode: SteerMode = "dynamic", **kwargs: Any
-    ) -> Iterator[GateStats]:
-        """Steer ``model`` inside the block (removes exactly its hooks on exit); yields gate stats."""
-        self._check_fitted()
-        get_model_info(model).check_matches(self.model_info_.fingerprint(), what="FairSteer")
-        with self.steerer(mode=mode, **kwargs).apply(model) as stats:
-            yield stats
-
-    def run_with_steering(
-        self, model: Any, tokens: torch.Tensor, mode: SteerMode = "dynamic", **kwargs: Any
-    ) -> torch.Tensor:
-        """Logits of ``model(tokens)`` under steering (tokens left-padded if batched)."""
-        with self.steering(model, mode=mode, **kwargs), torch.no_grad():
-            return model(tokens)
-
-    def summary(self) -> dict[str, Any]:
-        """JSON-ready description of the fitted state (for reports)."""
-        self._check_fitted()
-        return {
-            "layer": self.layer_,
-            "layers": list(self.layers_),
-            "hook_name": self.hook_name_,
-            "direction": self.config.direction,
-            "gate": self.config.gate,
-            "scope": self.config.scope,
-            "alpha": self.alpha_,
-            "alpha_unit": self.config.alpha_unit,
-            "relative_strength": self.relative_strength(),
-            "tau": self.config.tau,
-            "probe_counts": self.probe_counts_,
-            "base_accuracy_on_probe_items": self.base_probe_accuracy_,
-            "gates": {k: v.to_dict() for k, v in self.gates_.items()},
-            "gate_notes": self.gate_notes_,
-            "label_composition": self.label_composition_,
-            "dsv": self.dsv_.to_dict(),
-            "residual_norms": [round(float(x), 4) for x in self.residual_norms_],
-            "direction_cosines": self.direction_cosines_,
-            "selection": {k: v for k, v in self.selection_.items() if k != "rows"},
-        }
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> Path:

@@ -14,9 +14,7 @@ predicted answer and the ``:`` activation at every candidate layer. From that:
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -24,106 +22,19 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from fairlens.activations.extraction import Activations, extract_activations
-from fairlens.backend import encode, hook_name, is_hooked, n_layers_of
-from fairlens.data import BBQItem, PromptFormat, content_hash, contrastive_pairs
+from fairlens.activations.extraction import Activations
+from fairlens.data import BBQItem
 from fairlens.detect.gates import gate_labels, get_gate
 from fairlens.detect.layer_sweep import MIN_PER_CLASS, SweepResult, probe_sweep
 from fairlens.directions import Directions, get_direction_method
 from fairlens.errors import ConfigError
-from fairlens.scoring.letters import ScoringMode, build_prompts, letter_token_ids, resolve_tokenizer
-from fairlens.scoring.prefix_cache import PrefixCache, make_scorer
-from fairlens.steer.interventions import DEBIAS_INSTRUCTION
+from fairlens.steer.fit_passes import FitPasses
+from fairlens.steer.fit_settings import FitSettings, check_disjoint
 
 __all__ = ["FitData", "check_disjoint"]
 
 
-def check_disjoint(splits: dict[str, Sequence[BBQItem]]) -> None:
-    """Refuse any BBQ template shared by two named item sets (honest numbers need disjointness)."""
-    seen: dict[tuple[str, str], str] = {}
-    for name, items in splits.items():
-        for template in {it.template_id for it in items}:
-            if template in seen and seen[template] != name:
-                raise ConfigError(
-                    f"BBQ template {template[0]}/{template[1]} is in both the {seen[template]!r} and "
-                    f"{name!r} items.",
-                    "build the splits with fairlens.data.split_by_template so they are disjoint by template.",
-                )
-            seen[template] = name
-
-
-def content_hash_texts(texts: Sequence[str]) -> str | None:
-    """16 hex characters of SHA-256 over ``texts`` (None for none)."""
-    if not texts:
-        return None
-    return hashlib.sha256("\x00".join(texts).encode()).hexdigest()[:16]
-
-
-def _model_id(model: Any) -> str | None:
-    info = getattr(model, "fairlens_info", None)
-    return None if info is None else f"{info.name}:{info.weights_sha}"
-
-
-@dataclass(frozen=True)
-class FitSettings:
-    """How the fit split is turned into activations, labels and direction data.
-
-    Attributes:
-        hook_kind: Residual-width hook kind (``"resid_post"``...).
-        layers: Candidate layers (default: all).
-        prompt_format, shots: Prompt format (and few-shot examples).
-        batch_size: Prompts per forward pass.
-        n_dsv_per_category: Contrastive pairs per category (FairSteer: 10).
-        C, seed: Probe regularisation and seed (splits, pair choice, optimisation).
-        scoring: How the model's answers (hence the BAD labels) are read: ``"letter"`` (from the
-            same pass) or ``"loglik"`` (one more pass, three options per item).
-        extra_bad: ``(prompt text, label)`` anchors added to the BAD data (gate and ``"bad"``
-            directions) only (the paper preset's MMLU questions, label 1).
-        few_shot_too: Solved examples: the BAD data and the contrastive pairs are built a second
-            time with these 8-shot prompts and added (the paper preset); zero-shot prompts only.
-    """
-
-    hook_kind: str = "resid_post"
-    layers: tuple[int, ...] | None = None
-    prompt_format: PromptFormat = "zero_shot"
-    shots: tuple[BBQItem, ...] | None = None
-    batch_size: int = 16
-    n_dsv_per_category: int | None = 10
-    C: float = 1.0
-    seed: int = 42
-    scoring: ScoringMode = "letter"
-    extra_bad: tuple[tuple[str, int], ...] = ()
-    few_shot_too: tuple[BBQItem, ...] | None = None
-
-    def __post_init__(self) -> None:
-        if self.scoring not in ("letter", "loglik"):
-            raise ConfigError(f"scoring must be 'letter' or 'loglik', got {self.scoring!r}.")
-        if self.few_shot_too and self.prompt_format != "zero_shot":
-            raise ConfigError(
-                "few_shot_too adds 8-shot data to zero-shot fitting; use zero_shot prompts."
-            )
-        if self.layers is not None and not self.layers:
-            raise ConfigError("no candidate layers.", "pass layers=None (all) or a list of layers.")
-        if self.batch_size < 1:
-            raise ConfigError("batch_size must be >= 1.")
-
-    @classmethod
-    def of(cls, **settings: Any) -> FitSettings:
-        """From keywords (sequences become tuples); an unknown keyword lists the valid ones."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(settings) - known)
-        if unknown:
-            raise ConfigError(f"unknown FitData settings {unknown}.", f"valid: {sorted(known)}.")
-        for key in ("layers", "shots", "extra_bad", "few_shot_too"):
-            value = settings.get(key)
-            if value is not None:
-                settings[key] = tuple(tuple(v) if key == "extra_bad" else v for v in value)
-        if settings.get("few_shot_too") == ():
-            settings["few_shot_too"] = None
-        return cls(**settings)
-
-
-class FitData:
+class FitData(FitPasses):
     """The fit split's activations, labels and direction data, each computed once.
 
     Args:
@@ -139,141 +50,6 @@ class FitData:
         acts: ``:`` activations of every probe item at every candidate hook.
         residual_norms: ``[layer]`` mean L2 norm of those activations.
     """
-
-    def __init__(
-        self,
-        model: Any,
-        probe_items: Sequence[BBQItem],
-        dsv_items: Sequence[BBQItem] = (),
-        *,
-        tokenizer: Any | None = None,
-        progress: bool = False,
-        **settings: Any,
-    ) -> None:
-        self._setup(model, probe_items, dsv_items, tokenizer, progress, FitSettings.of(**settings))
-        self.scorer: Any = self.build_scorer(self.probe_items, desc="BAD pass (probe items)")
-        if self.scoring == "letter":
-            self.predictions = self.scorer.base_predictions.numpy()
-        else:  # BAD labels from the configured scoring mode; activations stay at ':'
-            from fairlens.scoring.letters import score_items
-
-            self.predictions = score_items(
-                model,
-                self.probe_items,
-                mode=self.scoring,
-                prompt_format=self.prompt_format,
-                shots=self.shots,
-                tokenizer=self.tokenizer,
-                batch_size=self.batch_size,
-                progress=progress,
-            ).predictions.numpy()
-        stacked = torch.stack([self.scorer.base_acts[h] for h in self.hooks], dim=1)
-        self.acts = Activations(
-            stacked,
-            tuple(self.hooks),
-            tuple(it.uid for it in self.probe_items),
-            position="last_prompt_token",
-            meta={"prompt_format": self.prompt_format},
-        )
-        self.residual_norms = stacked.norm(dim=-1).mean(0)
-
-    def _setup(
-        self,
-        model: Any,
-        probe_items: Sequence[BBQItem],
-        dsv_items: Sequence[BBQItem],
-        tokenizer: Any | None,
-        progress: bool,
-        settings: FitSettings,
-    ) -> None:
-        """Validate and store the settings (shared by ``__init__`` and :meth:`load`)."""
-        if not probe_items:
-            raise ConfigError("no probe items to fit on.", "pass the fit split's items.")
-        check_disjoint({"probe": probe_items, "dsv": dsv_items})
-        self.settings = settings
-        self.model = model
-        self.tokenizer = resolve_tokenizer(model, tokenizer)
-        self.n_layers = n_layers_of(model)
-        layers = settings.layers
-        self.layers = list(range(self.n_layers)) if layers is None else [int(v) for v in layers]
-        self.hook_kind = settings.hook_kind
-        self.hooks = [hook_name(self.hook_kind, v, n_layers=self.n_layers) for v in self.layers]
-        self.probe_items = list(probe_items)
-        self.dsv_items = list(dsv_items)
-        self.prompt_format: PromptFormat = settings.prompt_format
-        self.shots = list(settings.shots) if settings.shots else None
-        self.batch_size = settings.batch_size
-        self.n_dsv_per_category = settings.n_dsv_per_category
-        self.C = settings.C
-        self.seed = settings.seed
-        self.scoring: ScoringMode = settings.scoring
-        self.progress = progress
-        self.letter_ids = letter_token_ids(self.tokenizer)
-        self.extra_bad = list(settings.extra_bad)  # (prompt, label) anchors added to the BAD data
-        self.few_shot_too = list(settings.few_shot_too) if settings.few_shot_too else None
-        self._directions: dict[str, dict[int, tuple[Tensor, tuple[int, int]]]] = {}
-        self._scorers: dict[str, Any] = {}
-        self._gates: dict[str, SweepResult | str] = {}
-        self._instruction: Tensor | None = None
-        self._pairs: tuple[Tensor, np.ndarray, np.ndarray] | None = None
-        self._extra_acts: Tensor | None = None
-        self._few_shot: tuple[Tensor, np.ndarray] | None = None
-
-    def build_scorer(
-        self,
-        items: Sequence[BBQItem],
-        *,
-        instruction: str | None = None,
-        prompt_format: PromptFormat | None = None,
-        shots: Sequence[BBQItem] | None = None,
-        keep_cache: bool = True,
-        desc: str = "prefix pass",
-    ) -> Any:
-        """A scorer of ``items`` (this fit's prompts, or another format / an instruction) that
-        records the ``:`` activation at every candidate hook."""
-        fmt = self.prompt_format if prompt_format is None else prompt_format
-        prompts = build_prompts(
-            items, fmt, self.tokenizer, self.shots if prompt_format is None else shots, instruction
-        )
-        return self.scorer_of_texts(
-            prompts, keep_cache=keep_cache, desc=desc, uids=[it.uid for it in items]
-        )
-
-    def scorer_of_texts(
-        self,
-        texts: Sequence[str],
-        *,
-        keep_cache: bool = True,
-        desc: str = "prefix pass",
-        uids: Sequence[str] | None = None,
-    ) -> Any:
-        """A scorer of raw prompt texts (letter logits, ``:`` activations at every candidate hook)."""
-        return make_scorer(
-            self.model,
-            encode(self.tokenizer, texts),
-            read_ids=self.letter_ids,
-            capture=self.hooks,
-            tokenizer=self.tokenizer,
-            batch_size=self.batch_size,
-            progress=self.progress,
-            desc=desc,
-            uids=uids,
-            keep_cache=keep_cache,
-        )
-
-    # ------------------------------------------------------------------ summaries
-    @property
-    def templates(self) -> set[tuple[str, str]]:
-        return {it.template_id for it in [*self.probe_items, *self.dsv_items]}
-
-    def split_hashes(self) -> dict[str, str | None]:
-        return {
-            "probe": content_hash(self.probe_items),
-            "dsv": content_hash(self.dsv_items) if self.dsv_items else None,
-        }
-
-    def norm_at(self, hook: str) -> float:
-        return float(self.residual_norms[self.hooks.index(hook)])
 
     # ------------------------------------------------------------------ gates
     def gate(self, name: str) -> SweepResult:
@@ -313,49 +89,6 @@ class FitData:
                 except ConfigError as exc:
                     self._gates[name] = exc.cause
         return self._gates[name]
-
-    def _bad_rows(self) -> tuple[Tensor, np.ndarray, list[tuple[str, str]]]:
-        """The BAD data: labelled zero-shot rows, plus 8-shot rows and anchors when configured."""
-        keep, y = gate_labels("bad", self.probe_items, self.predictions)
-        xs = [self.acts.acts[torch.as_tensor(keep, dtype=torch.long)]]
-        ys = [y]
-        groups = [self.probe_items[i].template_id for i in keep]
-        if self.few_shot_too:
-            acts, preds = self._few_shot_pass()
-            keep_fs, y_fs = gate_labels("bad", self.probe_items, preds)
-            xs.append(acts[torch.as_tensor(keep_fs, dtype=torch.long)])
-            ys.append(y_fs)
-            groups += [
-                self.probe_items[i].template_id for i in keep_fs
-            ]  # same template, same group
-        if self.extra_bad:
-            xs.append(self._extra_bad_acts())
-            ys.append(np.array([lab for _, lab in self.extra_bad], dtype=np.int64))
-            groups += [("anchor", str(i // 10)) for i in range(len(self.extra_bad))]
-        return torch.cat(xs), np.concatenate(ys).astype(np.int64), groups
-
-    def _few_shot_pass(self) -> tuple[Tensor, np.ndarray]:
-        """``:`` activations and answers of the probe items with the 8-shot prompts (once)."""
-        if self._few_shot is None:
-            assert self.few_shot_too is not None
-            scorer = self.build_scorer(
-                self.probe_items,
-                prompt_format="few_shot",
-                shots=self.few_shot_too,
-                keep_cache=False,
-                desc="BAD pass (8-shot prompts)",
-            )
-            acts = torch.stack([scorer.base_acts[h] for h in self.hooks], dim=1)
-            self._few_shot = (acts, scorer.base_predictions.numpy())
-        return self._few_shot
-
-    def _extra_bad_acts(self) -> Tensor:
-        if self._extra_acts is None:
-            scorer = self.scorer_of_texts(
-                [text for text, _ in self.extra_bad], keep_cache=False, desc="BAD anchors"
-            )
-            self._extra_acts = torch.stack([scorer.base_acts[h] for h in self.hooks], dim=1)
-        return self._extra_acts
 
     # ------------------------------------------------------------------ directions
     def direction(self, name: str, layers: Sequence[int] | None = None) -> Directions:
@@ -437,106 +170,6 @@ class FitData:
         if name == "pairs":
             return self._pair_acts()
         raise ConfigError(f"recipe {name!r} has no activation data (it runs the model).")
-
-    def instruction_acts(self) -> Tensor:
-        """``[n, layer, d]`` ``:`` activations of the probe prompts with the debiasing instruction."""
-        if self._instruction is None:
-            scorer = self.build_scorer(
-                self.probe_items,
-                instruction=DEBIAS_INSTRUCTION,
-                keep_cache=False,
-                desc="instruction pass (probe items)",
-            )
-            self._instruction = torch.stack([scorer.base_acts[h] for h in self.hooks], dim=1)
-        return self._instruction
-
-    def _pair_acts(self) -> tuple[Tensor, np.ndarray, np.ndarray]:
-        if self._pairs is None:
-            if not self.dsv_items:
-                raise ConfigError(
-                    "the 'pairs' recipe (the DSV) needs dsv_items.",
-                    "pass the DSV split's items to FitData / FairSteer.fit.",
-                )
-            pairs = contrastive_pairs(
-                self.dsv_items,
-                self.prompt_format,
-                tokenizer=self.tokenizer,
-                shots=self.shots,
-                n_per_category=self.n_dsv_per_category,
-                seed=self.seed,
-            )
-            if self.few_shot_too:
-                pairs += contrastive_pairs(
-                    self.dsv_items,
-                    "few_shot",
-                    shots=self.few_shot_too,
-                    n_per_category=self.n_dsv_per_category,
-                    seed=self.seed,
-                )
-            prompts = encode(self.tokenizer, [p.prompt for p in pairs])
-            seqs: list[list[int]] = []
-            letters: list[str] = []
-            for ids, pair in zip(prompts, pairs, strict=True):
-                target = pair.item.bias_target_loc
-                assert target is not None  # contrastive_pairs keeps only items with a target
-                for k in (pair.item.label, target):
-                    seqs.append([*ids, self.letter_ids[k]])  # one token each (checked)
-                    letters.append("ABC"[k])
-            extracted = extract_activations(
-                self.model,
-                seqs,
-                hooks=self.hooks,
-                batch_size=self.batch_size,
-                progress=self.progress,
-                position="answer_letter",
-            )
-            y = np.array([1, 0] * len(pairs))
-            self._pairs = (extracted.acts, y, np.array(letters))
-        return self._pairs
-
-    def _optimise_cache(self) -> PrefixCache:
-        if self.scorer is None:  # loaded from disk: run the BAD pass again for its cache
-            self.scorer = self.build_scorer(self.probe_items, desc="probe-items prefix cache")
-        if not isinstance(self.scorer, PrefixCache):
-            raise ConfigError(
-                "the 'optimised' direction needs the prefix cache of the plain transformers model.",
-                "fit on the fast-path twin (fairlens.load_hf) instead of a HookedTransformer.",
-            )
-        return self.scorer
-
-    def scorer_for(self, items: Sequence[BBQItem], *, desc: str = "prefix pass") -> Any:
-        """A scorer (prefix cache) of ``items``' plain prompts capturing every candidate hook.
-
-        The last one built is kept, so fitting the layer on the selection split and searching on
-        it run the prefix pass once.
-        """
-        key = content_hash(items)
-        if key not in self._scorers:
-            self._scorers.clear()
-            self._scorers[key] = self.build_scorer(items, desc=desc)
-        return self._scorers[key]
-
-    def release(self) -> None:
-        """Drop the KV caches held (keep activations, labels and fitted results)."""
-        self.scorer = None
-        self._scorers.clear()
-
-    # ------------------------------------------------------------------ persistence
-    def _identity(self) -> dict[str, Any]:
-        return {
-            "probe_uids": [it.uid for it in self.probe_items],
-            "dsv_uids": [it.uid for it in self.dsv_items],
-            "hooks": self.hooks,
-            "prompt_format": self.prompt_format,
-            "shots": [it.uid for it in self.shots] if self.shots else None,
-            "n_dsv_per_category": self.n_dsv_per_category,
-            "C": self.C,
-            "seed": self.seed,
-            "scoring": self.scoring,
-            "extra_bad": content_hash_texts([t for t, _ in self.extra_bad]),
-            "few_shot_too": [it.uid for it in self.few_shot_too] if self.few_shot_too else None,
-            "model": _model_id(self.model),
-        }
 
     def save(self, path: str | Path) -> Path:
         """Write activations, predictions and everything fitted so far (safetensors + JSON)."""
@@ -641,7 +274,3 @@ class FitData:
                 )
             )
         return self
-
-    @property
-    def is_fast_path(self) -> bool:
-        return not is_hooked(self.model)

@@ -9,7 +9,8 @@ from fairlens.backend import count_hooks
 from fairlens.data import split_by_template
 from fairlens.errors import ArtifactError, ConfigError, NotFittedError
 from fairlens.evaluate.bbq import evaluate
-from fairlens.fairsteer.estimator import FairSteer, FairSteerConfig
+from fairlens.fairsteer.config import FairSteerConfig
+from fairlens.fairsteer.estimator import FairSteer
 from fairlens.scoring.letters import score_items
 from fairlens.testing import tiny_hooked
 from tests.conftest import synthetic_items
@@ -154,7 +155,7 @@ def letter_setup():
 
 def test_default_selection_searches_layer_and_alpha_on_the_select_split(letter_setup):
     """The default: highest ambiguous accuracy with disambiguated accuracy >= base - 2 points."""
-    from fairlens.search.engine import SelectionRule
+    from fairlens.search.space import SelectionRule
 
     hooked, hf, tok, parts = letter_setup
     fs = FairSteer().fit(hf, parts["probe"], parts["dsv"], parts["select"], tokenizer=tok)

@@ -13,7 +13,8 @@ from fairlens.data.crows_pairs import CrowsPair
 from fairlens.directions import project_out
 from fairlens.errors import ConfigError
 from fairlens.evaluate.panel import PanelConfig, evaluate_panel
-from fairlens.fairsteer.estimator import FairSteer, FairSteerConfig
+from fairlens.fairsteer.config import FairSteerConfig
+from fairlens.fairsteer.estimator import FairSteer
 from fairlens.steer.interventions import (
     DEBIAS_INSTRUCTION,
     PANEL_METHODS,

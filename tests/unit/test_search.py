@@ -13,16 +13,9 @@ from fairlens.data import split_by_template
 from fairlens.directions import DIRECTION_METHODS, MeanDifference, get_direction_method
 from fairlens.errors import ConfigError
 from fairlens.scoring.letters import score_items
-from fairlens.search.engine import (
-    SearchResult,
-    SearchSpace,
-    SelectionRule,
-    Variant,
-    expand,
-    run_search,
-    score_variants,
-    steering_vectors,
-)
+from fairlens.search.engine import SearchResult, run_search
+from fairlens.search.space import SearchSpace, SelectionRule, Variant, expand
+from fairlens.search.variants import score_variants, steering_vectors
 from fairlens.steer.fit_data import FitData
 from fairlens.steer.steerer import Steerer, SteeringConfig
 from fairlens.testing import tiny_hooked
