@@ -42,7 +42,7 @@ _EXPORTS: dict[str, str] = {
     "evaluate": "fairlens.evaluate.bbq",
     # the baselines panel: BBQ, CrowS-Pairs, open-ended generation, utility
     "evaluate_panel": "fairlens.evaluate.panel",
-    "PanelConfig": "fairlens.evaluate.panel",
+    "PanelConfig": "fairlens.evaluate.suites",
     "load_crows_pairs": "fairlens.data.crows_pairs",
     "generate_greedy": "fairlens.backend.generation",
     "RunConfig": "fairlens.apps.pipeline",
@@ -105,7 +105,8 @@ if TYPE_CHECKING:
     from fairlens.detect.probes import LinearProbe
     from fairlens.directions import compute_dsv
     from fairlens.evaluate.bbq import evaluate
-    from fairlens.evaluate.panel import PanelConfig, evaluate_panel
+    from fairlens.evaluate.panel import evaluate_panel
+    from fairlens.evaluate.suites import PanelConfig
     from fairlens.fairsteer.config import FairSteerConfig
     from fairlens.fairsteer.estimator import FairSteer
     from fairlens.models import ModelInfo, get_model_info, load_hf, load_model

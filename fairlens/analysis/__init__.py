@@ -10,13 +10,13 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 _EXPORTS: dict[str, str] = {
-    "HeadSweep": "separability",
+    "HeadSweep": "heads",
     "HookTypeSweep": "separability",
     "LayerMetrics": "separability",
     "PCAResult": "separability",
     "ProjectionResult": "separability",
-    "head_probe_sweep": "separability",
-    "head_sweep_from_acts": "separability",
+    "head_probe_sweep": "heads",
+    "head_sweep_from_acts": "heads",
     "hook_type_sweep": "separability",
     "layer_pca": "separability",
     "projections": "separability",
@@ -116,14 +116,12 @@ if TYPE_CHECKING:
         method_cosines,
         pooled_dsv,
     )
+    from fairlens.analysis.heads import HeadSweep, head_probe_sweep, head_sweep_from_acts
     from fairlens.analysis.separability import (
-        HeadSweep,
         HookTypeSweep,
         LayerMetrics,
         PCAResult,
         ProjectionResult,
-        head_probe_sweep,
-        head_sweep_from_acts,
         hook_type_sweep,
         layer_pca,
         projections,

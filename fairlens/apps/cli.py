@@ -330,7 +330,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from fairlens.evaluate.panel import SUITES
+    from fairlens.evaluate.suites import SUITES
     from fairlens.steer.interventions import PANEL_METHODS
 
     parser = _Parser(

@@ -37,7 +37,9 @@ from fairlens.data.corpus import NEUTRAL_CORPUS, load_neutral_texts
 from fairlens.data.crows_pairs import load_crows_pairs, subsample_pairs, type_counts
 from fairlens.directions import DIRECTION_METHODS
 from fairlens.errors import ArtifactError, ConfigError
-from fairlens.evaluate.panel import SUITES, PanelConfig, PanelReport, evaluate_panel
+from fairlens.evaluate.panel import evaluate_panel
+from fairlens.evaluate.panel_report import PanelReport
+from fairlens.evaluate.suites import SUITES, PanelConfig
 from fairlens.fairsteer.config import DEFAULT_ALPHAS, FairSteerConfig
 from fairlens.fairsteer.estimator import FairSteer
 from fairlens.runtime import set_threads
@@ -99,7 +101,7 @@ class RunConfig:
     # "hf": evaluate on the plain transformers model (fast path; same numbers, tested)
     eval_backend: Literal["tl", "hf"] = "hf"
     methods: tuple[str, ...] = PANEL_METHODS
-    suites: tuple[str, ...] = SUITES
+    suites: tuple[str, ...] = tuple(SUITES)
     crows_per_type: int | None = 20  # CrowS-Pairs pairs per bias type (None: all 1,508)
     open_per_category: int = 2  # BBQ ambiguous eval items per category for open-ended generation
     open_crows_per_type: int = 2  # CrowS-Pairs prefixes per bias type for open-ended generation
@@ -550,8 +552,11 @@ def run_pipeline(
     t = time.perf_counter()
     tl_model = load_model(cfg.model) if cfg.eval_backend == "tl" else None
     eval_model = tl_model if tl_model is not None else hf_model
+    suites = tuple(s for s in cfg.suites if s != "utility" or texts)
+    if suites != tuple(cfg.suites):
+        say("utility suite skipped: no text corpus (text_n is 0)")
     say(
-        f"panel: {', '.join(cfg.methods)} on {', '.join(cfg.suites)} "
+        f"panel: {', '.join(cfg.methods)} on {', '.join(suites)} "
         f"({len(chosen['eval'])} BBQ eval items, {len(crows)} CrowS pairs)"
     )
     panel = evaluate_panel(
@@ -565,7 +570,7 @@ def run_pipeline(
         texts=texts,
         config=PanelConfig(
             methods=tuple(cfg.methods),
-            suites=tuple(cfg.suites),
+            suites=suites,
             scoring=cfg.scoring,
             prompt_format=cfg.prompt_format,
             max_new_tokens=cfg.max_new_tokens,

@@ -10,13 +10,8 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from fairlens.analysis.separability import (
-    HeadSweep,
-    HookTypeSweep,
-    LayerMetrics,
-    PCAResult,
-    ProjectionResult,
-)
+from fairlens.analysis.heads import HeadSweep
+from fairlens.analysis.separability import HookTypeSweep, LayerMetrics, PCAResult, ProjectionResult
 from fairlens.detect.layer_sweep import SweepResult
 from fairlens.plots._common import CLASS_COLOURS, CLASS_NAMES, finish, item_hover, layer_of
 

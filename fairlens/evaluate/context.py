@@ -1,0 +1,130 @@
+"""What every panel suite shares: the inputs, the models, the fitted FairSteer and the settings.
+
+A suite (:mod:`fairlens.evaluate.suites`) reads a :class:`PanelInputs` and runs one method at a
+time inside the :class:`PanelContext`; it never reads another suite's results, so suites run in any
+order and any subset.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import Tensor
+
+from fairlens.data import BBQItem, PromptFormat
+from fairlens.data.crows_pairs import CrowsPair
+from fairlens.errors import ConfigError
+from fairlens.scoring.letters import ScoringMode
+from fairlens.scoring.likelihood import TextScores, text_logprobs
+from fairlens.steer.interventions import METHOD_DESCRIPTIONS, PANEL_METHODS, method_context
+from fairlens.steer.interventions import method_instruction as method_instruction
+from fairlens.steer.steerer import PositionPolicy
+
+
+@dataclass(frozen=True)
+class PanelInputs:
+    """The items every method is scored on (the same for all methods)."""
+
+    bbq_items: tuple[BBQItem, ...] = ()
+    crows_pairs: tuple[CrowsPair, ...] = ()
+    open_bbq_items: tuple[BBQItem, ...] = ()
+    open_crows_pairs: tuple[CrowsPair, ...] = ()
+    texts: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    shots: tuple[BBQItem, ...] | None = None
+
+
+@dataclass(frozen=True)
+class PanelSettings:
+    """How the suites score (the part of :class:`~fairlens.evaluate.suites.PanelConfig` they read)."""
+
+    methods: tuple[str, ...] = PANEL_METHODS
+    scoring: ScoringMode = "letter"
+    prompt_format: PromptFormat = "zero_shot"
+    max_new_tokens: int = 20
+    batch_size: int = 16
+    gen_batch_size: int = 8
+
+    def __post_init__(self) -> None:
+        bad = [m for m in self.methods if m not in METHOD_DESCRIPTIONS]
+        if bad:
+            raise ConfigError(
+                f"unknown methods {bad}.", f"use some of: {', '.join(PANEL_METHODS)}."
+            )
+        if not self.methods:
+            raise ConfigError("the panel needs at least one method and one suite.")
+        if self.max_new_tokens < 1 or self.batch_size < 1 or self.gen_batch_size < 1:
+            raise ConfigError("max_new_tokens and batch sizes must be >= 1.")
+
+
+def gate_rates(probs: Sequence[Tensor], tau: float) -> tuple[float, float]:
+    """(fraction of texts where the gate fired at any token, fraction of tokens)."""
+    any_fired = [bool((p < tau).any()) for p in probs if p.numel()]
+    tokens = sum(int((p < tau).sum()) for p in probs)
+    total = sum(int(p.numel()) for p in probs)
+    return (sum(any_fired) / len(any_fired) if any_fired else 0.0, tokens / total if total else 0.0)
+
+
+@dataclass
+class PanelContext:
+    """The models, the fitted FairSteer and the settings; prefix caches built once and shared."""
+
+    model: Any
+    gen: Any
+    tokenizer: Any
+    fairsteer: Any | None
+    settings: PanelSettings
+    tau: float
+    progress: bool
+    scorers: dict[str, Any] = field(default_factory=dict)
+
+    def context(self, method: str, model: Any, positions: PositionPolicy) -> Any:
+        """The method's intervention on ``model`` (a context manager yielding its gate stats)."""
+        record = method == "fairsteer"  # only the gate of the dynamic method is worth recording
+        return method_context(method, model, self.fairsteer, positions=positions, record=record)
+
+    def text_scores(self, method: str, texts: Sequence[str], desc: str) -> TextScores:
+        """Per-token log-probs of ``texts`` under ``method`` (steering at every position)."""
+        with self.context(method, self.model, "all") as stats:
+            return text_logprobs(
+                self.model,
+                self.tokenizer,
+                texts,
+                prefix=method_instruction(method),
+                batch_size=self.settings.batch_size,
+                gate=stats if method == "fairsteer" else None,
+                progress=self.progress,
+                desc=desc,
+            )
+
+    def gate(
+        self, method: str, probs: Sequence[Tensor] | None
+    ) -> tuple[float | None, float | None]:
+        """(share of texts, share of tokens) where the gate fired; static always, others never."""
+        if method == "static":
+            return 1.0, 1.0
+        if probs is None:
+            return None, None
+        return gate_rates(probs, self.tau)
+
+
+@dataclass(frozen=True)
+class Suite:
+    """One evaluation suite of the panel (an entry of :data:`fairlens.evaluate.suites.SUITES`).
+
+    Attributes:
+        name: Registry key, used in ``PanelConfig.suites`` and as the report's section.
+        missing: Which input the suite lacks (a message), or ``None`` when it can run.
+        announce: The log line before a method is scored.
+        run: ``run(context, method, inputs)`` -> the JSON-ready result of one method.
+        sizes: The ``n`` entries the report records for this suite.
+        fast_path_only: Needs the plain transformers model (generation with a KV cache).
+    """
+
+    name: str
+    missing: Any
+    announce: Any
+    run: Any
+    sizes: Any
+    fast_path_only: bool = False

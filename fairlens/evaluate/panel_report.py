@@ -1,0 +1,190 @@
+"""The panel's report: one frozen PanelReport per run, with its markdown (a table per suite, n and
+settings beside every number).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from fairlens.steer.interventions import (
+    METHOD_DESCRIPTIONS,
+)
+
+
+@dataclass(frozen=True)
+class PanelReport:
+    """Per suite, per method: the measures (plain dicts, JSON-ready), plus settings and n."""
+
+    results: dict[str, dict[str, dict[str, Any]]]
+    n: dict[str, int]
+    settings: dict[str, Any] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "settings": self.settings,
+            "n": self.n,
+            "seconds": {k: round(v, 2) for k, v in self.seconds.items()},
+            "methods": {m: METHOD_DESCRIPTIONS[m] for m in self.settings.get("methods", [])},
+            "results": self.results,
+        }
+
+    def markdown(self) -> str:
+        """Every suite as a markdown table (methods as rows)."""
+        return _markdown(self)
+
+
+def _pct(x: float | None, scale: float = 100.0) -> str:
+    return "–" if x is None else f"{x * scale:.1f}"
+
+
+def _num(x: float | None, digits: int = 2) -> str:
+    return "–" if x is None else f"{x:.{digits}f}"
+
+
+def _table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _markdown(report: PanelReport) -> str:
+    res, n = report.results, report.n
+    parts: list[str] = []
+    methods = report.settings.get("methods", [])
+    if "bbq" in res:
+        rows = []
+        for m in methods:
+            r = res["bbq"][m]
+            p = r["metrics"]["pooled"]
+            rows.append(
+                [
+                    m,
+                    _pct(p["acc_ambig"]),
+                    _pct(p["acc_disambig"]),
+                    _num(p["s_amb"]),
+                    _num(p["s_dis"]),
+                    _pct(r["gate_rate"]),
+                    _pct(r.get("gate_rate_ambig")),
+                    _pct(r.get("gate_rate_disambig")),
+                ]
+            )
+        parts.append(
+            f"### BBQ (eval split, n={n['bbq']}: {n['bbq_ambig']} ambiguous / "
+            f"{n['bbq'] - n['bbq_ambig']} disambiguated)\n\n"
+            + _table(
+                [
+                    "method",
+                    "acc_amb %",
+                    "acc_dis %",
+                    "s_AMB",
+                    "s_DIS",
+                    "gate %",
+                    "gate % amb",
+                    "gate % dis",
+                ],
+                rows,
+            )
+        )
+    if "crows" in res:
+        types = sorted(res["crows"][methods[0]]["metrics"]["by_type"])
+        rows = []
+        for m in methods:
+            r = res["crows"][m]
+            mm = r["metrics"]
+            rows.append(
+                [
+                    m,
+                    _num(mm["pooled"]["stereotype_score"], 1),
+                    _num(mm["by_direction"].get("stereo", {}).get("stereotype_score"), 1),
+                    _num(mm["by_direction"].get("antistereo", {}).get("stereotype_score"), 1),
+                    _pct(r["gate_rate_tokens"]),
+                    _pct(r["gate_rate_pairs"]),
+                ]
+                + [_num(mm["by_type"][t]["stereotype_score"], 1) for t in types]
+            )
+        parts.append(
+            f"### CrowS-Pairs (n={n['crows']} pairs; stereotype score %, ideal 50)\n\n"
+            + _table(
+                ["method", "all", "stereo", "antistereo", "gate %tok", "gate %pairs", *types], rows
+            )
+        )
+    if "open_ended" in res:
+        rows = []
+        for m in methods:
+            b = res["open_ended"][m].get("bbq")
+            c = res["open_ended"][m].get("crows")
+            rates = (b or {}).get("answer_rates") or {}
+            rows.append(
+                [
+                    m,
+                    _pct(rates.get("unknown")),
+                    _pct(rates.get("biased")),
+                    _pct(rates.get("anti_biased")),
+                    _pct(rates.get("none")),
+                    _num((b or {}).get("counterfactual_gap"), 3),
+                    _num((c or {}).get("counterfactual_gap"), 3),
+                    _pct((b or {}).get("gate_rate_tokens")),
+                    _pct((c or {}).get("gate_rate_tokens")),
+                ]
+            )
+        parts.append(
+            f"### Open-ended generation (greedy, {report.settings.get('max_new_tokens')} new "
+            f"tokens; BBQ ambiguous prompts n={n.get('open_bbq', 0)}, CrowS prefixes "
+            f"n={n.get('open_crows', 0)})\n\n"
+            + _table(
+                [
+                    "method",
+                    "unknown %",
+                    "biased %",
+                    "anti-biased %",
+                    "none %",
+                    "BBQ cf gap",
+                    "CrowS cf gap",
+                    "BBQ gate %tok",
+                    "CrowS gate %tok",
+                ],
+                rows,
+            )
+        )
+    if "utility" in res:
+        utility = {m: _utility_row(res, m) for m in methods}
+        corpora = list(utility[methods[0]]["perplexity"])
+        rows = []
+        for m in methods:
+            r = utility[m]
+            cells = [m, _pct(r["acc_disambig"])]
+            for c in corpora:
+                cells += [
+                    _num(r["perplexity"][c], 2),
+                    _pct(r["gate_rate_texts"].get(c)),
+                    _pct(r["gate_rate_tokens"].get(c)),
+                ]
+            rows.append(cells)
+        head = ["method", "BBQ acc_dis %"]
+        for c in corpora:
+            head += [f"ppl {c}", f"gate %texts {c}", f"gate %tok {c}"]
+        sizes = ", ".join(f"{c} n={n.get('text_' + c, 0)}" for c in corpora)
+        parts.append(f"### Utility ({sizes})\n\n" + _table(head, rows))
+    return "\n\n".join(parts)
+
+
+def _utility_row(res: dict[str, dict[str, dict[str, Any]]], method: str) -> dict[str, Any]:
+    """The utility table's row: the utility suite's corpora, plus BBQ disambiguated accuracy and
+    the CrowS-Pairs less-stereotyping sentences' perplexity when those suites ran."""
+    own = res.get("utility", {}).get(method, {})
+    row: dict[str, Any] = {
+        "perplexity": dict(own.get("perplexity", {})),
+        "gate_rate_texts": dict(own.get("gate_rate_texts", {})),
+        "gate_rate_tokens": dict(own.get("gate_rate_tokens", {})),
+    }
+    less = res.get("crows", {}).get(method, {}).get("sent_less")
+    if less is not None:
+        row["perplexity"]["crows_sent_less"] = less["perplexity"]
+        row["gate_rate_texts"]["crows_sent_less"] = less["gate_rate_texts"]
+        row["gate_rate_tokens"]["crows_sent_less"] = less["gate_rate_tokens"]
+    bbq = res.get("bbq", {}).get(method)
+    row["acc_disambig"] = None if bbq is None else bbq["metrics"]["pooled"]["acc_disambig"]
+    return row

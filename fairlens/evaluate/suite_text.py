@@ -1,0 +1,69 @@
+"""The panel's text suites: CrowS-Pairs (stereotype score) and utility (perplexity on real text).
+
+Both score whole texts with steering and the gate at every position. The CrowS-Pairs suite also
+reports the perplexity of the less-stereotyping sentences (real English, at no extra cost); the
+report shows it beside the utility corpora, but neither suite reads the other's results.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from fairlens.evaluate.context import PanelContext, PanelInputs, Suite
+from fairlens.evaluate.crows import CrowsScores, crows_metrics, crows_texts
+
+
+def run_crows(ctx: PanelContext, method: str, inputs: PanelInputs) -> dict[str, Any]:
+    """CrowS-Pairs metrics of ``method``, with its gate rates and the sent_less perplexity."""
+    pairs = inputs.crows_pairs
+    scored = ctx.text_scores(method, crows_texts(pairs), "CrowS-Pairs")
+    k = len(pairs)
+    g = scored.gate_p_unbiased
+    joined = None if g is None else [torch.cat([g[i], g[i + k]]) for i in range(k)]
+    pairs_rate, tokens_rate = ctx.gate(method, joined)
+    less = torch.cat(list(scored.logprobs[k:]))
+    less_rates = ctx.gate(method, None if g is None else list(g[k:]))
+    return {
+        "sent_less": {
+            "perplexity": float(torch.exp(-less.mean())),
+            "gate_rate_texts": less_rates[0],
+            "gate_rate_tokens": less_rates[1],
+        },
+        "gate_rate_tokens": tokens_rate,
+        "gate_rate_pairs": pairs_rate,
+        "metrics": crows_metrics(pairs, CrowsScores.from_text_scores(pairs, scored)).to_dict(),
+    }
+
+
+def run_utility(ctx: PanelContext, method: str, inputs: PanelInputs) -> dict[str, Any]:
+    """Perplexity of ``method`` on each named corpus, and how often its gate fires there."""
+    ppl: dict[str, float] = {}
+    rate_texts: dict[str, float | None] = {}
+    rate_tokens: dict[str, float | None] = {}
+    for corpus, docs in inputs.texts.items():
+        scored = ctx.text_scores(method, list(docs), f"perplexity {corpus}")
+        ppl[corpus] = scored.perplexity()
+        rate_texts[corpus], rate_tokens[corpus] = ctx.gate(method, scored.gate_p_unbiased)
+    return {"perplexity": ppl, "gate_rate_texts": rate_texts, "gate_rate_tokens": rate_tokens}
+
+
+CROWS_SUITE = Suite(
+    name="crows",
+    missing=lambda inputs: None if inputs.crows_pairs else "crows_pairs",
+    announce=lambda inputs: f"CrowS-Pairs on {len(inputs.crows_pairs)} pairs",
+    run=run_crows,
+    sizes=lambda inputs: {
+        "crows": len(inputs.crows_pairs),
+        "text_crows_sent_less": len(inputs.crows_pairs),
+    },
+)
+
+UTILITY_SUITE = Suite(
+    name="utility",
+    missing=lambda inputs: None if inputs.texts else "texts",
+    announce=lambda inputs: f"perplexity on {', '.join(inputs.texts)}",
+    run=run_utility,
+    sizes=lambda inputs: {f"text_{c}": len(d) for c, d in inputs.texts.items()},
+)
