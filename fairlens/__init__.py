@@ -45,7 +45,7 @@ _EXPORTS: dict[str, str] = {
     "PanelConfig": "fairlens.evaluate.suites",
     "load_crows_pairs": "fairlens.data.crows_pairs",
     "generate_greedy": "fairlens.backend.generation",
-    "RunConfig": "fairlens.apps.pipeline",
+    "RunConfig": "fairlens.apps.run_config",
     "run_pipeline": "fairlens.apps.pipeline",
 }
 
@@ -97,7 +97,8 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:
     from fairlens.activations.extraction import Activations, extract_activations
-    from fairlens.apps.pipeline import RunConfig, run_pipeline
+    from fairlens.apps.pipeline import run_pipeline
+    from fairlens.apps.run_config import RunConfig
     from fairlens.backend.generation import generate_greedy
     from fairlens.data import BBQItem, contrastive_pairs, format_prompt, load_bbq, split_by_template
     from fairlens.data.crows_pairs import load_crows_pairs

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fairlens.apps.pipeline import PRESETS, RunConfig
+from fairlens.apps.run_config import PRESETS, RunConfig
 from fairlens.data import few_shot_examples, split_by_template
 from fairlens.data.mmlu import load_mmlu, mmlu_anchor_prompts
 from fairlens.detect.gates import gate_labels

@@ -24,7 +24,8 @@ from fairlens.analysis import (
     TokenView,
     method_cosines,
 )
-from fairlens.apps.figures import FigureSizes, register_cli, write_figures
+from fairlens.apps.figures import FigureSizes, write_figures
+from fairlens.apps.figures_cli import register_cli
 from fairlens.errors import ConfigError
 from tests.conftest import synthetic_items
 

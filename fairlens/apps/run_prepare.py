@@ -1,0 +1,189 @@
+"""A run's first stages: load data and model, split by template, fit FitData and FairSteer (each
+resumable from the run folder).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fairlens.apps.run_config import RunConfig
+from fairlens.apps.run_dir import _RunDir
+from fairlens.data import (
+    few_shot_examples,
+    load_bbq,
+    resolve_data_dir,
+    split_by_template,
+    subsample,
+)
+from fairlens.errors import ArtifactError
+from fairlens.fairsteer.estimator import FairSteer
+from fairlens.runtime import set_threads
+
+
+@dataclass
+class _Prepared:
+    """What every command shares: inputs checked, model loaded, splits drawn, fit done."""
+
+    cfg: RunConfig
+    rundir: _RunDir
+    data_dir: Path
+    items: list[Any]
+    splits: dict[str, Any]
+    chosen: dict[str, list[Any]]
+    shots: Any
+    anchors: list[tuple[str, int]]
+    hf_model: Any
+    tokenizer: Any
+    timings: dict[str, float]
+    threads: int
+    fit: Any = None
+    fs: Any = None
+
+
+def _prepare(cfg: RunConfig, progress: bool, say: Any, restart: bool) -> _Prepared:
+    """Check every input, load the model and data, draw the splits; then fit (or resume it)."""
+    from fairlens.models import load_hf
+    from fairlens.steer.fit_data import FitData
+
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    threads = set_threads(cfg.threads)
+    data_dir = resolve_data_dir(cfg.data_dir)  # every input is checked before the model loads
+    items = load_bbq(data_dir / "bbq", cfg.categories)
+    anchors = _mmlu_anchors(cfg, data_dir)
+    rundir = _RunDir(cfg, restart)
+
+    say(f"loading model {cfg.model!r}")
+    hf_model, tokenizer, _ = load_hf(cfg.model)
+    timings["load_model"] = time.perf_counter() - t0
+
+    t = time.perf_counter()
+    splits = split_by_template(items, cfg.fractions, seed=cfg.seed)
+    caps: dict[str, int | None] = {
+        "probe": cfg.probe_per_category,
+        "dsv": None,
+        "select": cfg.select_per_category,
+        "shots": None,
+        "eval": cfg.eval_per_category,
+    }
+    if cfg.limit is not None:
+        # the DSV split only feeds dsv_per_category pairs, the shots split 8 examples: uncapped
+        for k in ("probe", "select", "eval"):
+            cap = caps[k]
+            caps[k] = cfg.limit if cap is None else min(cap, cfg.limit)
+
+    def pick(name: str) -> list[Any]:
+        cap = caps[name]
+        items_ = splits[name].items
+        return list(items_) if cap is None else subsample(items_, cap, seed=cfg.seed)
+
+    chosen = {name: pick(name) for name in splits}
+    needs_shots = cfg.prompt_format == "few_shot" or cfg.paper_few_shot
+    shots = few_shot_examples(chosen["shots"], 8, seed=cfg.seed) if needs_shots else None
+    timings["load_data"] = time.perf_counter() - t
+    say(
+        f"BBQ: {len(items)} items; splits: " + ", ".join(f"{k}={len(v)}" for k, v in chosen.items())
+    )
+    if cfg.preset is not None:
+        say(_cost_note(cfg, chosen, anchors))
+    prep = _Prepared(
+        cfg,
+        rundir,
+        data_dir,
+        items,
+        splits,
+        chosen,
+        shots,
+        anchors,
+        hf_model,
+        tokenizer,
+        timings,
+        threads,
+    )
+
+    t = time.perf_counter()
+    fcfg = cfg.fairsteer_config()
+    fit_kwargs = prep_fit_kwargs(prep, progress)
+    fit_path, fs_path = rundir.path / "fit_data", rundir.path / "fairsteer"
+    fit = None
+    if fit_path.is_dir():
+        try:
+            fit = FitData.load(fit_path, hf_model, chosen["probe"], chosen["dsv"], **fit_kwargs)
+            say("fit data: loaded from the run folder (resumed)")
+        except ArtifactError as exc:
+            say(f"fit data in the run folder not usable ({exc.cause}); recomputing")
+    if fit is None:
+        say("fitting: BAD pass over the probe items")
+        fit = FitData(hf_model, chosen["probe"], chosen["dsv"], **fit_kwargs)
+    fs = None
+    if fs_path.is_dir():
+        fs = FairSteer.load(fs_path, model=hf_model)
+        if fs.config != fcfg:
+            fs = None
+    if fs is None:
+        say("fitting FairSteer (gates, direction, layer and strength)")
+        fs = FairSteer(fcfg).fit(
+            hf_model,
+            chosen["probe"],
+            chosen["dsv"],
+            chosen["select"] if fcfg.selection in ("search", "bbq") else None,
+            tokenizer=tokenizer,
+            shots=fit_kwargs["shots"],
+            fit_data=fit,
+            progress=progress,
+            log=say,
+        )
+        fs.save(fs_path)
+        fit.save(fit_path)
+    else:
+        say("FairSteer: loaded from the run folder (resumed)")
+    timings["fit"] = time.perf_counter() - t
+    prep.fit, prep.fs = fit, fs
+    return prep
+
+
+def prep_fit_kwargs(prep: _Prepared, progress: bool) -> dict[str, Any]:
+    cfg = prep.cfg
+    return {
+        "tokenizer": prep.tokenizer,
+        "hook_kind": cfg.hook_kind,
+        "layers": None,
+        "prompt_format": cfg.prompt_format,
+        "shots": prep.shots if cfg.prompt_format == "few_shot" else None,
+        "batch_size": cfg.batch_size,
+        "n_dsv_per_category": cfg.dsv_per_category,
+        "C": cfg.C,
+        "seed": cfg.seed,
+        "progress": progress,
+        "scoring": cfg.scoring,
+        "extra_bad": prep.anchors,
+        "few_shot_too": prep.shots if cfg.paper_few_shot else None,
+    }
+
+
+def _mmlu_anchors(cfg: RunConfig, data_dir: Path) -> list[tuple[str, int]]:
+    if not cfg.mmlu_anchors:
+        return []
+    from fairlens.data.mmlu import load_mmlu, mmlu_anchor_prompts
+
+    questions = load_mmlu(data_dir, "val")
+    return [(p, 1) for p in mmlu_anchor_prompts(questions, cfg.mmlu_anchors, seed=cfg.seed)]
+
+
+def _cost_note(cfg: RunConfig, chosen: dict[str, list[Any]], anchors: list[Any]) -> str:
+    """How many prompts the preset runs, and what that costs on this machine's CPU."""
+    n_fit = len(chosen["probe"]) * (2 if cfg.paper_few_shot else 1) + len(anchors)
+    n_select = len(chosen["select"])
+    n_eval = len(chosen["eval"])
+    prompts = n_fit + n_select + 2 * n_eval  # the eval split runs plain and instructed prompts
+    # measured on 2 CPU cores (docs/results.md): ~0.15 s per SmolLM2 prompt, ~1.3 s per Qwen-1.5B
+    # prompt, 8-shot prompts ~9x longer; a 7B model is ~5x Qwen-1.5B.
+    return (
+        f"preset {cfg.preset!r}: about {prompts:,} prompt passes ({n_fit:,} fit, {n_select:,} "
+        f"selection, {n_eval:,} x 2 eval) plus the panel; on 2 CPU cores that is ~"
+        f"{prompts * 1.3 * (5 if cfg.paper_few_shot else 1) / 3600:.1f} h for a 1.5B model and "
+        "~5x that for a 7B one: meant for a GPU (pass --limit N to cap items per category)"
+    )
