@@ -8,27 +8,30 @@
   position (``a <- a - (a.u)u``, u = DSV / |DSV|): the orthogonal-projection eraser, which is what
   LEACE reduces to for one direction with isotropic covariance.
 
-Every method is applied by :func:`method_context` (a context manager adding at most one hook and
-removing exactly it) plus :func:`method_instruction` (the text prefix), so every suite runs every
-method the same way on the same inputs.
+Each method is one :class:`PanelMethod` in :data:`METHODS`, applied by :func:`method_context` (a
+context manager adding at most one hook and removing exactly it) plus :func:`method_instruction`
+(the text prefix), so every suite runs every method the same way on the same inputs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass
 from typing import Any
 
 from fairlens.backend import add_hooks
 from fairlens.directions import project_out
 from fairlens.errors import ConfigError
 from fairlens.models import get_model_info
-from fairlens.steer.steerer import GateStats, PositionPolicy
+from fairlens.steer.steerer import GateStats, PositionPolicy, SteerMode
 
 __all__ = [
     "DEBIAS_INSTRUCTION",
+    "METHODS",
     "METHOD_DESCRIPTIONS",
     "PANEL_METHODS",
+    "PanelMethod",
     "check_methods",
     "method_context",
     "method_instruction",
@@ -42,34 +45,99 @@ DEBIAS_INSTRUCTION = (
 )
 """The prompting baseline's instruction (fairlens' own wording of the usual debiasing prompt)."""
 
-METHOD_DESCRIPTIONS: dict[str, str] = {
-    "base": "no intervention",
-    "prompt": "debiasing instruction prepended",
-    "static": "DSV added at every steered position (DSV only)",
-    "fairsteer": "DSV added where the probe says biased (dynamic)",
-    "ablation": "DSV direction projected out at every position",
+
+def _unsteered(model: Any, fairsteer: Any, positions: PositionPolicy, record: bool) -> Any:
+    return nullcontext(None)
+
+
+@contextmanager
+def _steered(
+    mode: SteerMode, model: Any, fairsteer: Any, positions: PositionPolicy, record: bool
+) -> Iterator[GateStats | None]:
+    steerer = fairsteer.steerer(mode=mode, positions=positions)
+    get_model_info(model).check_matches(fairsteer.model_info_.fingerprint(), what="FairSteer")
+    with steerer.apply(model, record=record and mode == "dynamic") as stats:
+        yield stats
+
+
+@contextmanager
+def _ablated(
+    model: Any, fairsteer: Any, positions: PositionPolicy, record: bool
+) -> Iterator[GateStats | None]:
+    get_model_info(model).check_matches(fairsteer.model_info_.fingerprint(), what="FairSteer")
+    name = fairsteer.hook_name_
+    with add_hooks(model, [(name, project_out(fairsteer.dsv_.at(name), where=name))]):
+        yield None
+
+
+@dataclass(frozen=True)
+class PanelMethod:
+    """One debiasing method of the panel (an entry of :data:`METHODS`).
+
+    Attributes:
+        name: Registry key.
+        description: One line for reports.
+        needs_fit: Needs a fitted FairSteer (its direction, gate or layer).
+        instruction: Text put before every input (the prompting baseline), else ``None``.
+        apply: ``apply(model, fairsteer, positions, record)`` -> a context manager that applies
+            the method inside the block, yields its gate stats (or ``None``) and removes exactly
+            the hooks it added.
+    """
+
+    name: str
+    description: str
+    needs_fit: bool
+    apply: Callable[[Any, Any, PositionPolicy, bool], AbstractContextManager[GateStats | None]]
+    instruction: str | None = None
+
+
+METHODS: dict[str, PanelMethod] = {
+    m.name: m
+    for m in (
+        PanelMethod("base", "no intervention", False, _unsteered),
+        PanelMethod(
+            "prompt", "debiasing instruction prepended", False, _unsteered, DEBIAS_INSTRUCTION
+        ),
+        PanelMethod(
+            "static",
+            "DSV added at every steered position (DSV only)",
+            True,
+            lambda m, fs, pos, rec: _steered("static", m, fs, pos, rec),
+        ),
+        PanelMethod(
+            "fairsteer",
+            "DSV added where the probe says biased (dynamic)",
+            True,
+            lambda m, fs, pos, rec: _steered("dynamic", m, fs, pos, rec),
+        ),
+        PanelMethod("ablation", "DSV direction projected out at every position", True, _ablated),
+    )
 }
-PANEL_METHODS: tuple[str, ...] = tuple(METHOD_DESCRIPTIONS)
-_NEEDS_FIT = {"static", "fairsteer", "ablation"}
+"""The panel's methods; adding one is one entry here (every suite then runs it)."""
+
+METHOD_DESCRIPTIONS: dict[str, str] = {name: m.description for name, m in METHODS.items()}
+PANEL_METHODS: tuple[str, ...] = tuple(METHODS)
 
 
 def check_methods(methods: tuple[str, ...] | list[str], fairsteer: Any | None) -> None:
     """Refuse unknown methods, and steered methods without a fitted FairSteer."""
-    unknown = [m for m in methods if m not in METHOD_DESCRIPTIONS]
+    unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ConfigError(
             f"unknown methods {unknown}.", f"use some of: {', '.join(PANEL_METHODS)}."
         )
-    if fairsteer is None and _NEEDS_FIT.intersection(methods):
+    needs = sorted(m for m in methods if METHODS[m].needs_fit)
+    if fairsteer is None and needs:
         raise ConfigError(
-            f"methods {sorted(_NEEDS_FIT.intersection(methods))} need a fitted FairSteer.",
+            f"methods {needs} need a fitted FairSteer.",
             "pass fairsteer=FairSteer(...).fit(...), or use only 'base' and 'prompt'.",
         )
 
 
 def method_instruction(method: str) -> str | None:
     """The text put before every input for ``method`` (only the prompting baseline has one)."""
-    return DEBIAS_INSTRUCTION if method == "prompt" else None
+    entry = METHODS.get(method)
+    return None if entry is None else entry.instruction
 
 
 @contextmanager
@@ -91,19 +159,5 @@ def method_context(
         record: Record the gate's probabilities (``fairsteer`` only).
     """
     check_methods([method], fairsteer)
-    if method in ("base", "prompt"):
-        yield None
-        return
-    assert fairsteer is not None
-    if method in ("static", "fairsteer"):
-        mode = "static" if method == "static" else "dynamic"
-        steerer = fairsteer.steerer(mode=mode, positions=positions)
-        get_model_info(model).check_matches(fairsteer.model_info_.fingerprint(), what="FairSteer")
-        with steerer.apply(model, record=record and mode == "dynamic") as stats:
-            yield stats
-        return
-    get_model_info(model).check_matches(fairsteer.model_info_.fingerprint(), what="FairSteer")
-    name = fairsteer.hook_name_
-    fn = project_out(fairsteer.dsv_.at(name), where=name)
-    with add_hooks(model, [(name, fn)]):
-        yield None
+    with METHODS[method].apply(model, fairsteer, positions, record) as stats:
+        yield stats
