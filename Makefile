@@ -68,6 +68,7 @@ typecheck: setup
 
 unit: setup
 	$(BIN)/pytest tests/unit -q
+	FAIRLENS_TYPECHECK=0 $(BIN)/pytest tests/unit -q -m ill_typed
 
 integration: setup
 	$(BIN)/pytest tests/integration -q
@@ -80,9 +81,12 @@ notebooks: setup
 docs: setup
 	$(BIN)/mkdocs build --strict --site-dir site
 
-# Test job: lint, type check, unit and integration tests, notebooks, docs
+# Test job: lint, type check, unit and integration tests (jaxtyping shapes and beartype types
+# checked at runtime: tests/conftest.py), notebooks, docs
 test: lint typecheck
 	$(BIN)/pytest tests -q
+	# the ill_typed tests again without runtime type checks: fairlens' own errors for wrong types
+	FAIRLENS_TYPECHECK=0 $(BIN)/pytest tests -q -m ill_typed
 	$(MAKE) notebooks docs
 
 clean:

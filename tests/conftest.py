@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import os
 import random
 
-import pytest
-import torch
+# Runtime checks of every annotation in fairlens (jaxtyping shapes with beartype types), as
+# TransformerLens does with --jaxtyping-packages: installed before fairlens is first imported.
+# FAIRLENS_TYPECHECK=0 runs without them (the `ill_typed` tests run both ways: tests/README.md).
+TYPECHECKED = os.environ.get("FAIRLENS_TYPECHECK", "1") != "0"
+if TYPECHECKED:
+    from jaxtyping import install_import_hook
 
-from fairlens.data import BBQItem
+    install_import_hook(
+        "fairlens", "beartype.beartype(conf=beartype.BeartypeConf(is_pep484_tower=True))"
+    )
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from fairlens.data import BBQItem  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -123,3 +135,15 @@ def _no_hook_leaks(request):
 @pytest.fixture
 def items() -> list[BBQItem]:
     return synthetic_items()
+
+
+def rejects_ill_typed(error: type[Exception], match: str):
+    """``pytest.raises`` for an argument of the wrong type (a string for a number, a value outside a
+    ``Literal``, mismatched shapes): fairlens' own ``error`` naming the fix when it runs as users run
+    it; the runtime annotation check, which fires first, when the test run has them on. Tests using
+    this carry the ``ill_typed`` marker and CI runs them both ways."""
+    if TYPECHECKED:
+        from jaxtyping import TypeCheckError
+
+        return pytest.raises(TypeCheckError)
+    return pytest.raises(error, match=match)

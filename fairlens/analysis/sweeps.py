@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from itertools import product
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -44,6 +44,7 @@ METRICS: tuple[str, ...] = ("acc_ambig", "acc_disambig", "s_amb", "s_dis")
 Mode = Literal["base", "dynamic", "static"]
 
 
+@runtime_checkable
 class SteererSource(Protocol):
     """Anything that builds a :class:`Steerer` per layer/mode/alpha/tau (e.g. a fitted FairSteer)."""
 

@@ -16,7 +16,7 @@ import hashlib
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, get_args
+from typing import Any, Literal, Protocol, get_args, runtime_checkable
 
 from fairlens.errors import ConfigError
 
@@ -38,6 +38,7 @@ CHAT_INSTRUCTION = "Answer with the letter A, B or C."
 """Line appended to the question in the chat format."""
 
 
+@runtime_checkable
 class ChatTokenizer(Protocol):
     """The part of a Hugging Face tokenizer the chat format needs."""
 

@@ -33,8 +33,8 @@ __all__ = ["TextScores", "start_ids", "text_logprobs"]
 class TextScores:
     """Per text: log-prob of each text token; optionally the gate's P(unbiased) at each token."""
 
-    logprobs: tuple[Float[Tensor, " n_tokens"], ...]
-    gate_p_unbiased: tuple[Float[Tensor, " n_tokens"], ...] | None
+    logprobs: tuple[Float[Tensor, " _n_tokens"], ...]
+    gate_p_unbiased: tuple[Float[Tensor, " _n_tokens"], ...] | None
 
     @property
     def sums(self) -> Float[Tensor, " n_texts"]:

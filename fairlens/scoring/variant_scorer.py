@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from jaxtyping import Bool, Float
@@ -40,6 +40,7 @@ __all__ = [
 ]
 
 
+@runtime_checkable
 class VariantScorer(Protocol):
     """What the steering search needs from a scorer (cached or full-prompt)."""
 

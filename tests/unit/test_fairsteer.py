@@ -13,7 +13,7 @@ from fairlens.fairsteer.config import FairSteerConfig
 from fairlens.fairsteer.estimator import FairSteer
 from fairlens.scoring.letters import score_items
 from fairlens.testing import tiny_hooked
-from tests.conftest import synthetic_items
+from tests.conftest import rejects_ill_typed, synthetic_items
 
 
 @pytest.fixture(scope="module")
@@ -230,6 +230,7 @@ def test_old_artifacts_are_refused_with_how_to_refit(letter_setup, tmp_path):
         FairSteer.load(tmp_path / "fs")
 
 
+@pytest.mark.ill_typed
 def test_bad_config_values():
     for kwargs, needle in (
         ({"direction": "dsvv"}, "Did you mean 'dsv'"),
@@ -237,10 +238,11 @@ def test_bad_config_values():
         ({"alphas": (0.1, float("nan"))}, "finite"),
         ({"alpha": float("inf")}, "finite"),
         ({"margin": -1.0}, "margin"),
-        ({"selection": "magic"}, "selection must be"),
         ({"scope": "band", "band_width": 1}, "band_width"),
     ):
         with pytest.raises(ConfigError, match=needle):
             FairSteerConfig(**kwargs)
-    with pytest.raises(ConfigError, match="letter scoring"):
+    with rejects_ill_typed(ConfigError, "selection must be"):
+        FairSteerConfig(selection="magic")  # type: ignore[arg-type]
+    with rejects_ill_typed(ConfigError, "letter scoring"):
         FairSteer(scoring="loglik").fit(None, [], [], [object()])  # type: ignore[list-item]

@@ -17,6 +17,7 @@ from fairlens.data import (
 )
 from fairlens.data.prompts import instruction_lead
 from fairlens.errors import ConfigError
+from tests.conftest import rejects_ill_typed
 
 
 def make_item(
@@ -117,14 +118,16 @@ def test_chat_format_uses_the_template_then_answer():
     assert prompt.endswith("<|assistant|>Answer:")
 
 
+@pytest.mark.ill_typed
 def test_chat_format_errors():
     with pytest.raises(ConfigError, match="needs the model's tokenizer"):
         format_prompt(ITEM, "chat")
     with pytest.raises(ConfigError, match='use fmt="zero_shot"'):
         format_prompt(ITEM, "chat", tokenizer=FakeTokenizer(fail=True))
-    with pytest.raises(ConfigError, match="unknown prompt format 'chatml'") as info:
+    with rejects_ill_typed(
+        ConfigError, "unknown prompt format 'chatml'.*zero_shot, few_shot, chat"
+    ):
         format_prompt(ITEM, "chatml")  # type: ignore[arg-type]
-    assert "zero_shot, few_shot, chat" in str(info.value)
 
 
 CATEGORIES = ("Age", "SES", "Religion", "Nationality", "Race_ethnicity")

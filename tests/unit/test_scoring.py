@@ -7,6 +7,7 @@ import torch
 
 from fairlens.errors import ConfigError
 from fairlens.scoring.letters import build_prompts, letter_token_ids, score_items
+from tests.conftest import rejects_ill_typed
 
 
 @pytest.mark.parametrize("mode", ["letter", "loglik"])
@@ -52,13 +53,14 @@ def test_tl_and_hf_score_the_same(tiny, items, mode):
     assert torch.allclose(a.scores, b.scores, atol=1e-4)
 
 
+@pytest.mark.ill_typed
 def test_bad_inputs(tiny, items):
     hooked, _, _ = tiny
-    with pytest.raises(ConfigError, match="Unknown scoring mode 'logit'"):
+    with rejects_ill_typed(ConfigError, "Unknown scoring mode 'logit'"):
         score_items(hooked, items, mode="logit")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="No items to score"):
         score_items(hooked, [])
-    with pytest.raises(ConfigError, match="padding_side"):
+    with rejects_ill_typed(ConfigError, "padding_side"):
         score_items(hooked, items[:2], padding_side="middle")  # type: ignore[arg-type]
 
 

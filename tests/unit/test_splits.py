@@ -9,6 +9,7 @@ import pytest
 from fairlens.data import BBQItem, Split, content_hash, split_by_template, subsample
 from fairlens.data.splits import _allocate
 from fairlens.errors import ConfigError
+from tests.conftest import rejects_ill_typed
 
 FRACTIONS = {"probe": 0.5, "dsv": 0.1, "select": 0.1, "eval": 0.3}
 
@@ -110,13 +111,18 @@ def test_content_hash_is_short_sha256_of_sorted_uids():
         ({"a": 1.2, "b": -0.2}, "must be positive, got -0.2"),
         ({"a": 1.0, "b": 0.0}, "must be positive, got 0.0"),
         ({"a": float("nan"), "b": 1.0}, "must be positive"),
-        ({"a": "0.5", "b": 0.5}, "must be a number"),
         ({"": 1.0}, "non-empty strings"),
     ],
 )
 def test_fraction_validation(fractions, message):
     with pytest.raises(ConfigError, match=message):
         split_by_template(ITEMS, fractions)
+
+
+@pytest.mark.ill_typed
+def test_fraction_of_the_wrong_type_is_refused():
+    with rejects_ill_typed(ConfigError, "must be a number"):
+        split_by_template(ITEMS, {"a": "0.5", "b": 0.5})  # type: ignore[dict-item]
 
 
 def test_fractions_within_tolerance_are_accepted():
@@ -166,7 +172,13 @@ def test_subsample_tops_up_and_keeps_small_categories_whole():
     assert len(unbalanced) == 20
 
 
-@pytest.mark.parametrize("n", [0, -1, True, 2.5])
+@pytest.mark.parametrize("n", [0, -1, True])
 def test_subsample_validates_n(n):
     with pytest.raises(ConfigError, match="n_per_category"):
         subsample(ITEMS, n)
+
+
+@pytest.mark.ill_typed
+def test_subsample_refuses_a_fractional_n():
+    with rejects_ill_typed(ConfigError, "n_per_category"):
+        subsample(ITEMS, 2.5)  # type: ignore[arg-type]

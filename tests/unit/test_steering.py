@@ -8,6 +8,7 @@ import torch
 from fairlens.backend import count_hooks, encode_batch, forward_logits
 from fairlens.errors import ConfigError
 from fairlens.steer.steerer import Steerer, SteeringConfig
+from tests.conftest import rejects_ill_typed
 
 HOOK = "blocks.1.hook_resid_post"
 
@@ -149,12 +150,13 @@ def test_generation_probes_and_steers_each_new_token(tiny, batch):
         assert torch.equal(_generate(hooked, batch, n_new), plain)
 
 
+@pytest.mark.ill_typed
 def test_config_validation():
     with pytest.raises(ConfigError, match="tau is a probability"):
         SteeringConfig(tau=1.5)
-    with pytest.raises(ConfigError, match="mode must be one of"):
+    with rejects_ill_typed(ConfigError, "mode must be one of"):
         SteeringConfig(mode="always")  # type: ignore[arg-type]
-    with pytest.raises(ConfigError, match="vector and coef"):
+    with rejects_ill_typed(ConfigError, "vector and coef"):
         Steerer(HOOK, torch.zeros(4), torch.zeros(5), 0.0)
 
 

@@ -12,6 +12,7 @@ import torch
 from fairlens.detect.layer_sweep import LayerScore, SweepResult, probe_sweep, train_val_split
 from fairlens.detect.probes import LinearProbe
 from fairlens.errors import ConfigError
+from tests.conftest import rejects_ill_typed
 
 
 def _planted(
@@ -118,13 +119,14 @@ def test_best_layer_tie_rule() -> None:
         SweepResult(**{**result.__dict__, "layers": (5, 6)})
 
 
+@pytest.mark.ill_typed
 def test_sweep_input_errors() -> None:
     acts, y, _ = _planted(n=100, n_layers=2, k=1)
-    with pytest.raises(
-        ConfigError, match=r"shape \[batch, layer, d_model\]; received shape \(100, 16\)"
+    with rejects_ill_typed(
+        ConfigError, r"shape \[batch, layer, d_model\]; received shape \(100, 16\)"
     ):
         probe_sweep(acts[:, 0], y)
-    with pytest.raises(ConfigError, match=r"labels must have shape \[100\].*received \(99,\)"):
+    with rejects_ill_typed(ConfigError, r"labels must have shape \[100\].*received \(99,\)"):
         probe_sweep(acts, y[:99])
     few = torch.zeros(100, dtype=torch.long)
     few[:5] = 1
