@@ -45,15 +45,18 @@ class Generation:
         tokens: Generated ids per prompt, cut after the first EOS (EOS kept) or ``max_new_tokens``.
         texts: Decoded continuations (special tokens dropped).
         logprobs: Per prompt, the log-probability of each generated token.
-        gate_p_unbiased: With a recording gate: per prompt, the gate's P(unbiased) at the
+        gate_fired: With a recording gate: per prompt, whether the vector was added at the
             prompt's last token and at every generated token that was fed back (one per forward
             call the row took part in), else ``None``.
+        gate_p_unbiased: The dynamic gate's P(unbiased) at the same positions (``None`` for a
+            static steerer, which has no probability, or without a recording gate).
     """
 
     tokens: tuple[tuple[int, ...], ...]
     texts: tuple[str, ...]
     logprobs: tuple[tuple[float, ...], ...]
     gate_p_unbiased: tuple[tuple[float, ...], ...] | None = None
+    gate_fired: tuple[tuple[bool, ...], ...] | None = None
 
 
 def _check_model(model: Any) -> None:
@@ -108,19 +111,24 @@ def _step(
     return out.logits[:, -1].float(), mask, pos, _returned_cache(out)
 
 
-def _record_gate(gate: Any | None, done: Tensor, out_gate: list[list[float]]) -> None:
-    """Append the last call's gate probability to every row still generating."""
+def _record_gate(
+    gate: Any | None, done: Tensor, out_fired: list[list[bool]], out_p: list[list[float]]
+) -> None:
+    """Append the last call's gate decision (and probability) to every row still generating."""
     if gate is None:
         return
-    if not gate.history:
+    if not gate.decisions:
         raise ConfigError(
             "gate stats were passed but the steerer recorded nothing.",
-            "apply a dynamic steerer with record=True.",
+            "apply the steerer with record=True.",
         )
-    last = gate.history[-1][:, -1].float().cpu()
-    for j, row in enumerate(out_gate):
+    fired = gate.decisions[-1][:, -1]
+    p = gate.history[-1][:, -1].float().cpu() if gate.history else None
+    for j in range(len(out_fired)):
         if not done[j]:
-            row.append(float(last[j]))
+            out_fired[j].append(bool(fired[j]))
+            if p is not None:
+                out_p[j].append(float(p[j]))
 
 
 def generate_greedy(
@@ -139,9 +147,9 @@ def generate_greedy(
     is spent (finished rows are fed EOS and their outputs ignored).
 
     Args:
-        gate: The :class:`~fairlens.steer.steerer.GateStats` of a *recording*, dynamic steerer applied
-            to ``model`` (``positions="generated"``): the gate probabilities are then returned
-            per row, finished rows excluded.
+        gate: The :class:`~fairlens.steer.steerer.GateStats` of a *recording* steerer applied to
+            ``model`` (``positions="generated"``): the gate decisions (and a dynamic gate's
+            probabilities) are then returned per row, finished rows excluded.
     """
     _check_model(model)
     if max_new_tokens < 1:
@@ -154,16 +162,18 @@ def generate_greedy(
     tokens: list[tuple[int, ...]] = [()] * len(ids)
     logprobs: list[tuple[float, ...]] = [()] * len(ids)
     gate_p: list[tuple[float, ...]] = [()] * len(ids)
+    gate_fired: list[tuple[bool, ...]] = [()] * len(ids)
     chunks = list(length_sorted_chunks([len(x) for x in ids], batch_size))
     for rows in tqdm(chunks, desc="generating", disable=not progress, unit="batch"):
         out_ids: list[list[int]] = [[] for _ in rows]
         out_lp: list[list[float]] = [[] for _ in rows]
         out_gate: list[list[float]] = [[] for _ in rows]
+        out_fired: list[list[bool]] = [[] for _ in rows]
         done = torch.zeros(len(rows), dtype=torch.bool)
 
         with torch.no_grad():
             logits, mask, pos, past = _prompt_pass(model, [ids[r] for r in rows], pad)
-            _record_gate(gate, done, out_gate)
+            _record_gate(gate, done, out_fired, out_gate)
             for step in range(max_new_tokens):
                 lp = logits.log_softmax(-1).cpu()
                 nxt = lp.argmax(-1)
@@ -177,14 +187,20 @@ def generate_greedy(
                     break
                 feed = torch.where(done, torch.full_like(nxt, eos if eos is not None else pad), nxt)
                 logits, mask, pos, past = _step(model, feed.to(mask.device), mask, pos, past)
-                _record_gate(gate, done, out_gate)
+                _record_gate(gate, done, out_fired, out_gate)
         for j, r in enumerate(rows):
             tokens[r] = tuple(out_ids[j])
             logprobs[r] = tuple(out_lp[j])
             gate_p[r] = tuple(out_gate[j])
+            gate_fired[r] = tuple(out_fired[j])
     texts = tuple(tokenizer.decode(list(t), skip_special_tokens=True) for t in tokens)
+    dynamic = gate is not None and bool(gate.history)
     return Generation(
-        tuple(tokens), texts, tuple(logprobs), tuple(gate_p) if gate is not None else None
+        tuple(tokens),
+        texts,
+        tuple(logprobs),
+        tuple(gate_p) if dynamic else None,
+        tuple(gate_fired) if gate is not None else None,
     )
 
 

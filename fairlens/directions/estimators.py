@@ -82,7 +82,9 @@ class MeanDifference(_Direction):
     def __init__(self, balance: bool = False) -> None:
         self.balance = balance
 
-    def fit(self, X: Any, y: Any, groups: Sequence[Any] | np.ndarray | None = None) -> MeanDifference:
+    def fit(
+        self, X: Any, y: Any, groups: Sequence[Any] | np.ndarray | None = None
+    ) -> MeanDifference:
         x, labels = _as_xy(X, y)
         if self.balance and groups is None:
             raise ConfigError("balance=True needs groups (e.g. the answer letter of each row).")

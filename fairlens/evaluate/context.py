@@ -58,11 +58,14 @@ class PanelSettings:
             raise ConfigError("max_new_tokens and batch sizes must be >= 1.")
 
 
-def gate_rates(probs: Sequence[Tensor], tau: float) -> tuple[float, float]:
-    """(fraction of texts where the gate fired at any token, fraction of tokens)."""
-    any_fired = [bool((p < tau).any()) for p in probs if p.numel()]
-    tokens = sum(int((p < tau).sum()) for p in probs)
-    total = sum(int(p.numel()) for p in probs)
+def gate_rates(fired: Sequence[Tensor] | None) -> tuple[float | None, float | None]:
+    """(fraction of texts where the gate fired at any token, fraction of tokens), from the
+    recorded per-token decisions; ``(None, None)`` for a method without a gate (nothing recorded)."""
+    if fired is None:
+        return None, None
+    any_fired = [bool(f.any()) for f in fired if f.numel()]
+    tokens = sum(int(f.sum()) for f in fired)
+    total = sum(int(f.numel()) for f in fired)
     return (sum(any_fired) / len(any_fired) if any_fired else 0.0, tokens / total if total else 0.0)
 
 
@@ -81,8 +84,7 @@ class PanelContext:
 
     def context(self, method: str, model: Any, positions: PositionPolicy) -> Any:
         """The method's intervention on ``model`` (a context manager yielding its gate stats)."""
-        record = method == "fairsteer"  # only the gate of the dynamic method is worth recording
-        return method_context(method, model, self.fairsteer, positions=positions, record=record)
+        return method_context(method, model, self.fairsteer, positions=positions, record=True)
 
     def text_scores(self, method: str, texts: Sequence[str], desc: str) -> TextScores:
         """Per-token log-probs of ``texts`` under ``method`` (steering at every position)."""
@@ -93,20 +95,10 @@ class PanelContext:
                 texts,
                 prefix=method_instruction(method),
                 batch_size=self.settings.batch_size,
-                gate=stats if method == "fairsteer" else None,
+                gate=stats,
                 progress=self.progress,
                 desc=desc,
             )
-
-    def gate(
-        self, method: str, probs: Sequence[Tensor] | None
-    ) -> tuple[float | None, float | None]:
-        """(share of texts, share of tokens) where the gate fired; static always, others never."""
-        if method == "static":
-            return 1.0, 1.0
-        if probs is None:
-            return None, None
-        return gate_rates(probs, self.tau)
 
 
 @dataclass(frozen=True)

@@ -230,11 +230,13 @@ class OpenEndedResult:
         }
 
 
-def _gate_rates(gen: Generation, tau: float) -> tuple[float | None, float | None]:
-    if gen.gate_p_unbiased is None:
+def _gate_rates(gen: Generation) -> tuple[float | None, float | None]:
+    """(share of fed-back generated tokens, share of prompts' last tokens) where the gate fired,
+    from the recorded decisions (static and dynamic alike); ``None`` without a recording gate."""
+    if gen.gate_fired is None:
         return None, None
-    prompt = [p[0] < tau for p in gen.gate_p_unbiased if p]
-    tokens = [x < tau for p in gen.gate_p_unbiased for x in p[1:]]
+    prompt = [f[0] for f in gen.gate_fired if f]
+    tokens = [x for f in gen.gate_fired for x in f[1:]]
     return (
         float(np.mean(tokens)) if tokens else None,
         float(np.mean(prompt)) if prompt else None,
@@ -249,8 +251,6 @@ def run_open_ended(
     max_new_tokens: int = 24,
     batch_size: int = 8,
     gate: Any | None = None,
-    tau: float = 0.5,
-    static: bool = False,
     n_examples: int = 3,
     progress: bool = False,
 ) -> OpenEndedResult:
@@ -258,9 +258,8 @@ def run_open_ended(
 
     Args:
         model: The plain transformers model (see :mod:`fairlens.backend.generation`).
-        gate: The recording :class:`~fairlens.steer.steerer.GateStats` of a dynamic steerer, to
-            measure gate rates; ``static=True`` reports them as 1.0 (always steered).
-        tau: The gate threshold, to turn the recorded probabilities into decisions.
+        gate: The recording :class:`~fairlens.steer.steerer.GateStats` of the method's steerer
+            (static or dynamic), to measure how often the vector was added.
     """
     if not prompts:
         raise ConfigError("no open-ended prompts.", "check the item selection (ambiguous items).")
@@ -276,7 +275,7 @@ def run_open_ended(
         gate=gate,
         progress=progress,
     )
-    gate_tokens, gate_prompt = (1.0, 1.0) if static else _gate_rates(gen, tau)
+    gate_tokens, gate_prompt = _gate_rates(gen)
     with_cf = [i for i, p in enumerate(prompts) if p.counterfactual and gen.tokens[i]]
     gap = None
     if with_cf:

@@ -35,9 +35,7 @@ def run_generation(ctx: PanelContext, method: str, inputs: PanelInputs) -> dict[
                 prompts,
                 max_new_tokens=ctx.settings.max_new_tokens,
                 batch_size=ctx.settings.gen_batch_size,
-                gate=stats if method == "fairsteer" else None,
-                tau=ctx.tau,
-                static=method == "static",
+                gate=stats,
                 progress=ctx.progress,
             )
         entry[source] = out.to_dict()

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from fairlens.evaluate.context import PanelContext, PanelInputs, Suite
+from fairlens.evaluate.context import PanelContext, PanelInputs, Suite, gate_rates
 from fairlens.evaluate.crows import CrowsScores, crows_metrics, crows_texts
 
 
@@ -20,11 +20,11 @@ def run_crows(ctx: PanelContext, method: str, inputs: PanelInputs) -> dict[str, 
     pairs = inputs.crows_pairs
     scored = ctx.text_scores(method, crows_texts(pairs), "CrowS-Pairs")
     k = len(pairs)
-    g = scored.gate_p_unbiased
+    g = scored.gate_fired
     joined = None if g is None else [torch.cat([g[i], g[i + k]]) for i in range(k)]
-    pairs_rate, tokens_rate = ctx.gate(method, joined)
+    pairs_rate, tokens_rate = gate_rates(joined)
     less = torch.cat(list(scored.logprobs[k:]))
-    less_rates = ctx.gate(method, None if g is None else list(g[k:]))
+    less_rates = gate_rates(None if g is None else list(g[k:]))
     return {
         "sent_less": {
             "perplexity": float(torch.exp(-less.mean())),
@@ -45,7 +45,7 @@ def run_utility(ctx: PanelContext, method: str, inputs: PanelInputs) -> dict[str
     for corpus, docs in inputs.texts.items():
         scored = ctx.text_scores(method, list(docs), f"perplexity {corpus}")
         ppl[corpus] = scored.perplexity()
-        rate_texts[corpus], rate_tokens[corpus] = ctx.gate(method, scored.gate_p_unbiased)
+        rate_texts[corpus], rate_tokens[corpus] = gate_rates(scored.gate_fired)
     return {"perplexity": ppl, "gate_rate_texts": rate_texts, "gate_rate_tokens": rate_tokens}
 
 

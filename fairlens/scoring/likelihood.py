@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from jaxtyping import Float
+from jaxtyping import Bool, Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
@@ -31,10 +31,12 @@ __all__ = ["TextScores", "start_ids", "text_logprobs"]
 
 @dataclass(frozen=True)
 class TextScores:
-    """Per text: log-prob of each text token; optionally the gate's P(unbiased) at each token."""
+    """Per text: log-prob of each text token; with a recording gate, whether it fired at each
+    token (and a dynamic gate's P(unbiased) there)."""
 
     logprobs: tuple[Float[Tensor, " _n_tokens"], ...]
     gate_p_unbiased: tuple[Float[Tensor, " _n_tokens"], ...] | None
+    gate_fired: tuple[Bool[Tensor, " _n_tokens"], ...] | None = None
 
     @property
     def sums(self) -> Float[Tensor, " n_texts"]:
@@ -81,7 +83,8 @@ def text_logprobs(
         texts: Texts to score (must be non-empty strings).
         prefix: Context put before each text (not scored), followed by a blank line.
         gate: The :class:`~fairlens.steer.steerer.GateStats` yielded by a *recording* steerer applied
-            to ``model`` with ``positions="all"``; then P(unbiased) per text token is returned.
+            to ``model`` with ``positions="all"``; then whether the gate fired at each text token
+            (and, for a dynamic gate, P(unbiased) there) is returned.
     """
     if not texts:
         raise ConfigError("no texts to score.")
@@ -96,20 +99,22 @@ def text_logprobs(
     n_ctx = len(context)
     logprobs: list[Tensor] = [torch.empty(0)] * len(texts)
     gate_p: list[Tensor] = [torch.empty(0)] * len(texts)
+    fired: list[Tensor] = [torch.empty(0, dtype=torch.bool)] * len(texts)
     recording = gate is not None
     chunks = list(length_sorted_chunks([len(s) for s in sequences], batch_size))
     for rows in tqdm(chunks, desc=desc, disable=not progress, unit="batch"):
         batch = pad_sequences(
             [sequences[r] for r in rows], pad_token_id=pad_id(tokenizer), padding_side="left"
         )
-        n_calls = len(gate.history) if recording else 0
+        n_calls = len(gate.decisions) if recording else 0
         with torch.no_grad():
             lp = forward_logits(model, batch).float().log_softmax(-1).cpu()
-        if recording and len(gate.history) != n_calls + 1:
+        if recording and len(gate.decisions) != n_calls + 1:
             raise ConfigError(
                 "gate stats were passed but the steerer recorded nothing for this forward call.",
-                "apply the steerer with record=True, mode='dynamic' and positions='all'.",
+                "apply the steerer with record=True and positions='all'.",
             )
+        dynamic = recording and len(gate.history) == len(gate.decisions)
         width = batch.input_ids.shape[1]
         for j, r in enumerate(rows):
             start = width - int(batch.lengths[j])  # left padding
@@ -117,5 +122,12 @@ def text_logprobs(
             preds = lp[j, start + n_ctx - 1 : width - 1]
             logprobs[r] = preds.gather(-1, targets[:, None]).squeeze(-1)
             if recording:
-                gate_p[r] = gate.history[-1][j, start + n_ctx :].float().cpu()
-    return TextScores(tuple(logprobs), tuple(gate_p) if recording else None)
+                fired[r] = gate.decisions[-1][j, start + n_ctx :]
+                if dynamic:
+                    gate_p[r] = gate.history[-1][j, start + n_ctx :].float().cpu()
+    dynamic = recording and bool(gate.history)
+    return TextScores(
+        tuple(logprobs),
+        tuple(gate_p) if dynamic else None,
+        tuple(fired) if recording else None,
+    )

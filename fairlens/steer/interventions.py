@@ -56,7 +56,7 @@ def _steered(
 ) -> Iterator[GateStats | None]:
     steerer = fairsteer.steerer(mode=mode, positions=positions)
     get_model_info(model).check_matches(fairsteer.model_info_.fingerprint(), what="FairSteer")
-    with steerer.apply(model, record=record and mode == "dynamic") as stats:
+    with steerer.apply(model, record=record) as stats:
         yield stats
 
 
@@ -156,7 +156,7 @@ def method_context(
         model: ``HookedTransformer`` or the plain transformers twin (fast path).
         fairsteer: The fitted FairSteer (for ``static``, ``fairsteer``, ``ablation``).
         positions: Steering position policy for ``static``/``fairsteer`` (ablation acts everywhere).
-        record: Record the gate's probabilities (``fairsteer`` only).
+        record: Record the gate's decisions per call (and a dynamic gate's probabilities).
     """
     check_methods([method], fairsteer)
     with METHODS[method].apply(model, fairsteer, positions, record) as stats:

@@ -75,22 +75,50 @@ class SteeringConfig:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class GateResult:
+    """What the gate did during one ``apply`` block, measured (immutable; from :meth:`GateStats.result`).
+
+    Attributes:
+        fired: Positions where the vector was added.
+        probed: Positions the gate decided on (every position of the steering window, pads included).
+        calls: Forward calls that steered.
+    """
+
+    fired: int
+    probed: int
+    calls: int
+
+    @property
+    def rate(self) -> float:
+        """Fraction of probed positions where the vector was added (0.0 when nothing was probed)."""
+        return self.fired / self.probed if self.probed else 0.0
+
+
 @dataclass
 class GateStats:
-    """Running gate counts, kept on the model's device (read them after the run: one sync)."""
+    """The recorder of one ``apply`` block: counts kept on the model's device (one sync at the end),
+    and with ``record=True`` each forward call's decisions (and, for a dynamic gate, P(unbiased)).
+
+    Every block gets its own recorder, so two runs never share one; read the measured, immutable
+    :class:`GateResult` with :meth:`result` once the block has run.
+    """
 
     fired: Tensor = field(default_factory=lambda: torch.zeros((), dtype=torch.long))
     probed: Tensor = field(default_factory=lambda: torch.zeros((), dtype=torch.long))
     record: bool = False
-    history: list[Tensor] = field(
-        default_factory=list
-    )  # per call: [batch, pos] P(unbiased) (if record)
+    history: list[Tensor] = field(default_factory=list)  # per call: [batch, window] P(unbiased)
+    decisions: list[Tensor] = field(default_factory=list)  # per call: [batch, window] fired (bool)
+    calls: int = 0
 
     @property
     def rate(self) -> float:
         """Fraction of probed positions where the vector was added."""
-        probed = int(self.probed)
-        return float(self.fired) / probed if probed else 0.0
+        return self.result().rate
+
+    def result(self) -> GateResult:
+        """The counts so far as an immutable :class:`GateResult`."""
+        return GateResult(int(self.fired), int(self.probed), self.calls)
 
 
 class Steerer:
@@ -158,7 +186,10 @@ class Steerer:
         return torch.sigmoid(act.float() @ coef + intercept)
 
     def steer(self, act: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_model"]:
-        """Apply the gate and the vector to one forward call's activations."""
+        """Apply the gate and the vector to one forward call's activations (counted in ``stats``)."""
+        return self._steer(act, self.stats)
+
+    def _steer(self, act: Tensor, stats: GateStats) -> Tensor:
         cfg = self.config
         self._gate = None
         if cfg.mode == "off" or cfg.alpha == 0:
@@ -175,15 +206,18 @@ class Steerer:
         if cfg.mode == "dynamic":
             prob = self.p_unbiased(part)
             gate = prob < cfg.tau
-            if self.stats.record:
-                self.stats.history.append(prob.detach().cpu())
+            if stats.record:
+                stats.history.append(prob.detach().cpu())
         else:
             gate = torch.ones(part.shape[:2], dtype=torch.bool, device=act.device)
-        if self.stats.fired.device != act.device:
-            self.stats.fired = self.stats.fired.to(act.device)
-            self.stats.probed = self.stats.probed.to(act.device)
-        self.stats.fired += gate.sum()
-        self.stats.probed += gate.numel()
+        if stats.record:
+            stats.decisions.append(gate.detach().cpu())
+        if stats.fired.device != act.device:
+            stats.fired = stats.fired.to(act.device)
+            stats.probed = stats.probed.to(act.device)
+        stats.fired += gate.sum()
+        stats.probed += gate.numel()
+        stats.calls += 1
         self._gate = gate
         return _add(act, window, cfg.alpha * vector, gate)
 
@@ -211,12 +245,13 @@ class Steerer:
         ``model`` is a ``HookedTransformer`` (analysis path) or a plain transformers causal LM of any registered family
         (fast path: one torch forward hook on the matching decoder module, same numbers).
         """
-        self.stats = GateStats(record=record)
+        stats = self.stats = GateStats(record=record)
         self._gate = None
-        fns = [(self.hook_name, self.steer)] + [(n, self._band_fn(v)) for n, v in self.band]
+        fns = [(self.hook_name, lambda act: self._steer(act, stats))]
+        fns += [(n, self._band_fn(v)) for n, v in self.band]
         try:
             with add_hooks(model, fns):
-                yield self.stats
+                yield stats
         finally:
             self._gate = None
 

@@ -83,7 +83,7 @@ def test_hook_type_sweep_finds_the_planted_hook(planted):
     assert res.accuracy.shape == (4, 4)
     assert res.best() == ("resid_post", K)
     assert res.accuracy[1, K] > 0.95
-    assert np.all(res.cv_std[np.isfinite(res.cv_std)] >= 0)
+    assert np.isfinite(res.cv_std).all() and res.cv_std[1, K] <= 0.05  # stable across folds
     d = res.to_dict()
     assert d["best"] == ["resid_post", K] and len(d["accuracy"]) == 4
 
@@ -103,7 +103,10 @@ def test_pca_and_projection_on_planted_direction(planted):
     ra = _resid_post(acts)
     pca = layer_pca(ra)
     assert pca.coords.shape == (4, N, 2)
-    assert np.all((pca.explained >= 0) & (pca.explained <= 1))
+    from sklearn.decomposition import PCA
+
+    reference = PCA(2).fit(ra.acts[:, K].double().numpy()).explained_variance_ratio_
+    np.testing.assert_allclose(pca.explained[K], reference, atol=1e-4)
     proj = projections(ra, u.expand(4, -1).clone() * 7.0, name="planted")
     gap = proj.values[y == 1, K].mean() - proj.values[y == 0, K].mean()
     assert gap == pytest.approx(2 * SCALE, rel=0.1)  # normalised: the 7x scale does not matter
@@ -286,6 +289,15 @@ def test_ablation_effect_and_token_view(tiny):
     view = token_view(hooked, items[0], steerer)
     assert len(view.tokens) == len(view.projection) == len(view.p_unbiased)
     assert view.uid == items[0].uid and view.text.endswith("Answer:")
-    assert np.all((view.p_unbiased >= 0) & (view.p_unbiased <= 1))
-    assert view.gated.dtype == bool
+    # the view's probabilities are the gate's on the prompt's own activations, token by token
+    captured: list[torch.Tensor] = []
+    ids = hooked.tokenizer(view.text, add_special_tokens=True)["input_ids"]
+    with (
+        torch.no_grad(),
+        add_hooks(hooked, [(steerer.hook_name, lambda a: captured.append(a[0]) and None)]),
+    ):
+        hooked(torch.tensor([ids]))
+    expected = steerer.p_unbiased(captured[0]).numpy()
+    np.testing.assert_allclose(view.p_unbiased, expected, atol=1e-5)
+    np.testing.assert_array_equal(view.gated, expected < steerer.config.tau)
     assert count_hooks(hooked) == 0

@@ -137,6 +137,7 @@ def test_score_crows_pairs_on_tl_and_hf_agree(tiny, csv_file):
     assert a.pair_ids == b.pair_ids == (0, 1, 2, 3)
     assert torch.allclose(torch.tensor(a.logprob_more), torch.tensor(b.logprob_more), atol=1e-3)
     m = crows_metrics(pairs, b)
-    assert m.pooled.n == 4 and 0.0 <= m.pooled.stereotype_score <= 100.0
+    wins = sum(mo > le for mo, le in zip(b.logprob_more, b.logprob_less, strict=True))
+    assert m.pooled.n == 4 and m.pooled.stereotype_score == pytest.approx(100.0 * wins / 4)
     with pytest.raises(ConfigError):
         score_crows_pairs(hf, tok, [])

@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fairlens.backend import count_hooks
+from fairlens.backend import add_hooks, count_hooks, encode
 from fairlens.data import split_by_template
 from fairlens.errors import ArtifactError, ConfigError, NotFittedError
 from fairlens.evaluate.bbq import evaluate
 from fairlens.fairsteer.config import FairSteerConfig
 from fairlens.fairsteer.estimator import FairSteer
-from fairlens.scoring.letters import score_items
+from fairlens.scoring.letters import build_prompts, score_items
 from fairlens.testing import tiny_hooked
 from tests.conftest import rejects_ill_typed, synthetic_items
 
@@ -49,13 +49,35 @@ def test_steering_changes_only_when_steering(fitted):
     assert torch.equal(base.scores, zero.scores)
 
 
+def _option_sequences(model, item) -> list[list[int]]:
+    """The three token sequences loglik scoring runs for ``item`` (prompt + each option)."""
+    tok = model.tokenizer
+    prompt = encode(tok, build_prompts([item], "zero_shot", tok, None))[0]
+    return [prompt + tok.encode(" " + a.strip(), add_special_tokens=False) for a in item.answers]
+
+
 def test_evaluate_reports_three_methods(fitted):
     hooked, fs, splits = fitted
-    report = evaluate(hooked, list(splits["eval"].items), fs, scoring="loglik")
+    # batch_size=1: no padding, so every probed position is a real token
+    report = evaluate(hooked, list(splits["eval"].items), fs, scoring="loglik", batch_size=1)
     assert [r.method for r in report.results] == ["base", "static", "fairsteer"]
     assert report.results[0].gate_rate is None
-    assert report.results[1].gate_rate == 1.0
-    assert 0.0 <= report.results[2].gate_rate <= 1.0
+    assert report.results[1].gate_rate == 1.0  # measured: every probed position was steered
+    # The dynamic rate is what the gate decides on the unsteered activations at the steered hook
+    # (loglik scoring probes every position of every option), recomputed here independently.
+    steerer = fs.steerer(mode="dynamic")
+    seqs = [s for it in splits["eval"].items for s in _option_sequences(hooked, it)]
+    captured: list[torch.Tensor] = []
+    with (
+        torch.no_grad(),
+        add_hooks(hooked, [(fs.hook_name_, lambda a: captured.append(a[0]) and None)]),
+    ):
+        for seq in seqs:
+            hooked(torch.tensor([seq]))
+    fired = sum(int((steerer.p_unbiased(a) < fs.config.tau).sum()) for a in captured)
+    probed = sum(a.shape[0] for a in captured)
+    assert 0 < fired < probed  # the gate decided both ways, so the rate below is informative
+    assert report.results[2].gate_rate == pytest.approx(fired / probed)
     assert "fairsteer" in report.table()
     assert report.n_items == len(splits["eval"].items)
 

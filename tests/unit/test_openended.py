@@ -89,8 +89,19 @@ def test_run_open_ended_measures(tiny):
         SteeringConfig(mode="dynamic", alpha=1.0),
     )
     with steer.apply(hf, record=True) as stats:
-        dyn = run_open_ended(hf, tok, prompts, max_new_tokens=4, gate=stats, tau=0.5)
+        dyn = run_open_ended(hf, tok, prompts, max_new_tokens=4, gate=stats)
     assert dyn.gate_rate_prompt == 1.0 and dyn.gate_rate_tokens == 1.0
+    never = Steerer(steer.hook_name, steer.vector, steer.coef, 10.0, steer.config)  # p = 1
+    with never.apply(hf, record=True) as stats:
+        off = run_open_ended(hf, tok, prompts, max_new_tokens=4, gate=stats)
+    assert off.gate_rate_prompt == 0.0 and off.gate_rate_tokens == 0.0
+    assert stats.result().fired == 0 and stats.result().probed == stats.result().calls * 2
+    static = steer.with_config(mode="static")
+    with static.apply(hf, record=True) as stats:
+        out = run_open_ended(hf, tok, prompts, max_new_tokens=4, gate=stats)
+    # measured from the recorded decisions: every fed-back position of each row was steered
+    assert out.gate_rate_prompt == 1.0 and out.gate_rate_tokens == 1.0
+    assert stats.result().fired == stats.result().probed > 0
     crows = [OpenPrompt("crows", "1", "gender", "Women", "Men")]
     out = run_open_ended(hf, tok, crows, max_new_tokens=3)
     assert out.answer_rates is None and out.n_counterfactual == 1

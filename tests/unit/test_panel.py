@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 import torch
 
-from fairlens.backend import count_hooks
+from fairlens.backend import add_hooks, count_hooks, encode
 from fairlens.data import split_by_template
 from fairlens.data.crows_pairs import CrowsPair
 from fairlens.directions import project_out
@@ -16,6 +16,8 @@ from fairlens.evaluate.panel import evaluate_panel
 from fairlens.evaluate.suites import PanelConfig
 from fairlens.fairsteer.config import FairSteerConfig
 from fairlens.fairsteer.estimator import FairSteer
+from fairlens.scoring.letters import build_prompts
+from fairlens.scoring.likelihood import start_ids
 from fairlens.steer.interventions import (
     DEBIAS_INSTRUCTION,
     PANEL_METHODS,
@@ -60,6 +62,20 @@ def _torch_hooks(model):
     return count_hooks(model)
 
 
+def _gate_on(model, fs, sequences, positions) -> list[torch.Tensor]:
+    """The FairSteer gate's decisions on the unsteered activations of each sequence, recomputed
+    here from the probe's weights (independently of the steerer's own counting)."""
+    steerer = fs.steerer(mode="dynamic")
+    captured: list[torch.Tensor] = []
+    with (
+        torch.no_grad(),
+        add_hooks(model, [(fs.hook_name_, lambda a: captured.append(a[0]) and None)]),
+    ):
+        for seq in sequences:
+            model(torch.tensor([seq]))
+    return [(steerer.p_unbiased(a) < fs.config.tau)[positions(len(a))] for a in captured]
+
+
 def test_full_panel_runs_every_method_on_every_suite(setup):
     _, hf, tok, fs, items = setup
     before = _torch_hooks(hf)
@@ -80,16 +96,28 @@ def test_full_panel_runs_every_method_on_every_suite(setup):
     for suite in res.values():
         assert list(suite) == list(PANEL_METHODS)
     assert res["bbq"]["base"]["gate_rate"] is None and res["bbq"]["static"]["gate_rate"] == 1.0
-    assert 0.0 <= res["bbq"]["fairsteer"]["gate_rate"] <= 1.0
+    # BBQ steers the answer position: the dynamic rate is the gate's share of last prompt tokens
+    prompts = encode(tok, build_prompts(items, "zero_shot", tok, None))
+    last = _gate_on(hf, fs, prompts, lambda n: slice(n - 1, n))
+    assert res["bbq"]["fairsteer"]["gate_rate"] == pytest.approx(
+        float(torch.cat(last).float().mean())
+    )
     assert res["crows"]["base"]["metrics"]["pooled"]["n"] == 3
     assert res["crows"]["static"]["gate_rate_tokens"] == 1.0
-    assert 0.0 <= res["crows"]["fairsteer"]["gate_rate_pairs"] <= 1.0
     assert res["open_ended"]["base"]["bbq"]["n_counterfactual"] >= 4
     assert res["open_ended"]["static"]["crows"]["gate_rate_tokens"] == 1.0
     util = res["utility"]
     assert set(util["base"]["perplexity"]) == {"neutral"}  # the suite reads no other suite
     assert util["base"]["gate_rate_texts"]["neutral"] is None
-    assert 0.0 <= util["fairsteer"]["gate_rate_texts"]["neutral"] <= 1.0
+    assert util["static"]["gate_rate_tokens"]["neutral"] == 1.0  # measured, every text token
+    # text scoring steers every token: the rates are the gate's shares over the texts' own tokens
+    n_ctx = len(start_ids(tok))
+    seqs = [start_ids(tok) + tok.encode(t, add_special_tokens=False) for t in TEXTS["neutral"]]
+    fired = _gate_on(hf, fs, seqs, lambda n: slice(n_ctx, n))
+    tokens_rate = float(torch.cat(fired).float().mean())
+    texts_rate = sum(bool(f.any()) for f in fired) / len(fired)
+    assert util["fairsteer"]["gate_rate_tokens"]["neutral"] == pytest.approx(tokens_rate)
+    assert util["fairsteer"]["gate_rate_texts"]["neutral"] == pytest.approx(texts_rate)
     # steering moves CrowS log-probs; the prompt baseline conditions on the instruction
     assert res["crows"]["static"]["metrics"] != res["crows"]["base"]["metrics"]
     assert util["prompt"]["perplexity"]["neutral"] != util["base"]["perplexity"]["neutral"]
