@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from fairlens.errors import DataError, ModelLoadError
@@ -16,7 +18,7 @@ def smollm2():
         hooked = load_model("smollm2-135m")
         hf, tok, _ = load_hf("smollm2-135m")
     except ModelLoadError as exc:
-        pytest.skip(f"embedded model unavailable: {exc.one_line()}")
+        skip_or_fail(f"embedded model unavailable: {exc.one_line()}")
     return hooked, hf, tok
 
 
@@ -27,5 +29,19 @@ def bbq_items():
     try:
         root = resolve_data_dir(None)
     except DataError as exc:
-        pytest.skip(f"BBQ data not found: {exc.one_line()}")
+        skip_or_fail(f"BBQ data not found: {exc.one_line()}")
     return load_bbq(root / "bbq")
+
+
+def skip_or_fail(reason: str) -> None:
+    """Skip when an input is missing on a developer's machine; fail in CI, where it must exist."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason} (CI must have it: the README's test command installs it)")
+    pytest.skip(reason)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test in this folder needs the embedded model or the real data: mark it."""
+    for item in items:
+        if "tests/integration/" in str(item.fspath).replace("\\", "/"):
+            item.add_marker(pytest.mark.integration)

@@ -18,6 +18,7 @@ from fairlens.data import (
     target_flags,
 )
 from fairlens.errors import DataError
+from tests.integration.conftest import skip_or_fail
 
 pytestmark = pytest.mark.integration
 
@@ -45,7 +46,7 @@ def items() -> list[BBQItem]:
     try:
         data_dir = resolve_data_dir(None)
     except DataError as exc:
-        pytest.skip(f"BBQ data not found: {exc.one_line()}")
+        skip_or_fail(f"BBQ data not found: {exc.one_line()}")
     start = time.perf_counter()
     loaded = load_bbq(data_dir / "bbq")
     elapsed = time.perf_counter() - start

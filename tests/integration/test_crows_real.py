@@ -13,6 +13,7 @@ from fairlens.data.crows_pairs import (
 )
 from fairlens.errors import DataError
 from fairlens.evaluate.crows import crows_metrics, score_crows_pairs
+from tests.integration.conftest import skip_or_fail
 
 pytestmark = pytest.mark.integration
 
@@ -36,7 +37,7 @@ def pairs():
     try:
         return load_crows_pairs(resolve_data_dir(None))
     except DataError as exc:
-        pytest.skip(f"CrowS-Pairs not found: {exc.one_line()}")
+        skip_or_fail(f"CrowS-Pairs not found: {exc.one_line()}")
 
 
 def test_all_pairs_with_official_counts(pairs):

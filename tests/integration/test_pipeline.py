@@ -12,6 +12,7 @@ from fairlens.fairsteer.estimator import FairSteer
 pytestmark = pytest.mark.integration
 
 
+@pytest.mark.slow
 def test_run_writes_report_with_the_panel(smollm2, bbq_items, tmp_path, capsys):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text(
@@ -104,6 +105,7 @@ def test_run_writes_report_with_the_panel(smollm2, bbq_items, tmp_path, capsys):
     assert again["panel"]["results"] == report["panel"]["results"]
 
 
+@pytest.mark.slow
 def test_fast_path_evaluation_matches_tl_on_smollm2(smollm2, bbq_items):
     """The steerer fitted by the TL pipeline gives the same BBQ predictions on the plain HF model."""
     from fairlens.data import split_by_template, subsample
