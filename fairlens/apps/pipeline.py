@@ -64,7 +64,7 @@ def run_pipeline(
     A run folder left by an interrupted run with the same fit settings is resumed (finished stages
     are loaded, not recomputed); ``restart=True`` deletes it first.
     """
-    from fairlens.models import get_model_info, load_model
+    from fairlens.models import get_model_info, hooked_twin
 
     say = log or (lambda _msg: None)
     t0 = time.perf_counter()
@@ -99,7 +99,7 @@ def run_pipeline(
     timings["load_eval_data"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    tl_model = load_model(cfg.model) if cfg.eval_backend == "tl" else None
+    tl_model = hooked_twin(hf_model, tokenizer) if cfg.eval_backend == "tl" else None
     eval_model = tl_model if tl_model is not None else hf_model
     suites = tuple(s for s in cfg.suites if s != "utility" or texts)
     if suites != tuple(cfg.suites):

@@ -13,7 +13,7 @@ from __future__ import annotations
 from fairlens.models.embedded import DEFAULT_MODEL, EMBEDDED_MODELS, EmbeddedModel
 from fairlens.models.families import FAMILIES, ModelFamily, family_of
 from fairlens.models.info import ModelInfo, attach_model_info, get_model_info, weights_sha
-from fairlens.models.loading import load_hf, load_model, resolve_spec
+from fairlens.models.loading import hooked_twin, load_hf, load_model, resolve_spec
 from fairlens.models.tl_adapter import WeightProcessing
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "attach_model_info",
     "family_of",
     "get_model_info",
+    "hooked_twin",
     "load_hf",
     "load_model",
     "resolve_spec",

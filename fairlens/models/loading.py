@@ -256,16 +256,49 @@ def load_model(
             weights_sha=weights_sha([model.W_E, model.W_Q[0]]),
         )
     else:
-        hf_model, tokenizer, hf_info = load_hf(spec, dtype="float32", device="cpu")
-        model = hooked_from_hf(
+        hf_model, tokenizer, _ = load_hf(spec, dtype="float32", device="cpu")
+        return hooked_twin(
             hf_model,
             tokenizer,
             processing=weight_processing,
-            dtype=_dtype(dtype),
+            dtype=dtype,
             device=device,
             n_ctx=n_ctx,
         )
-        info = ModelInfo(**{**asdict(hf_info), "processing": weight_processing, "dtype": dtype})
-        del hf_model
     model.fairlens_info = info
+    return model
+
+
+def hooked_twin(
+    hf_model: Any,
+    tokenizer: Any,
+    *,
+    processing: str | WeightProcessing = "none",
+    dtype: str = "float32",
+    device: str = "cpu",
+    n_ctx: int = 2048,
+) -> Any:
+    """The ``HookedTransformer`` of an HF model already loaded by :func:`load_hf` (no second load).
+
+    Same weights, so with ``processing="none"`` a steerer fitted on either runs on both; the
+    :class:`ModelInfo` is the HF model's with the processing and dtype of the twin.
+    """
+    hf_info = getattr(hf_model, "fairlens_info", None)
+    if not isinstance(hf_info, ModelInfo):
+        raise ModelLoadError(
+            "This transformers model carries no fairlens ModelInfo.",
+            "Load it with fairlens.load_hf(spec).",
+        )
+    weight_processing = WeightProcessing.parse(processing)
+    model = hooked_from_hf(
+        hf_model,
+        tokenizer,
+        processing=weight_processing,
+        dtype=_dtype(dtype),
+        device=device,
+        n_ctx=n_ctx,
+    )
+    model.fairlens_info = ModelInfo(
+        **{**asdict(hf_info), "processing": weight_processing, "dtype": dtype}
+    )
     return model

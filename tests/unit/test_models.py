@@ -123,6 +123,13 @@ def test_hf_dir_round_trip_loads_offline(tmp_path):
     ids = torch.tensor([tok.encode("hello there")])
     with torch.no_grad():
         assert (hooked(ids) - hf2(ids).logits).abs().max().item() <= 1e-4
+    from fairlens.models import hooked_twin
+
+    twin = hooked_twin(hf2, tok)  # the TL model of the HF model in hand: no second load
+    assert get_model_info(twin) == get_model_info(hooked)
+    with torch.no_grad():
+        assert (twin(ids) - hooked(ids)).abs().max().item() == 0.0
+        assert (hf2(ids).logits - hooked(ids)).abs().max().item() <= 1e-4  # the HF model is intact
 
 
 def _fake_multipart(
