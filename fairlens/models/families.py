@@ -175,6 +175,14 @@ FAMILIES: dict[str, ModelFamily] = {
         converter="convert_mistral_weights",
         description="Mistral 7B and derivatives",
     ),
+    "qwen3": _llama_layout(
+        "qwen3",
+        "Qwen3ForCausalLM",
+        "qwen3",
+        converter="convert_qwen3_weights",
+        description="Qwen3 (dense): the Llama recipe with RMSNorm on queries and keys",
+        tl_config=lambda c: {**llama_config(c), "use_qk_norm": True},
+    ),
     "gemma2": _llama_layout(
         "gemma2",
         "Gemma2ForCausalLM",

@@ -63,6 +63,16 @@ def _qwen2(vocab: int) -> Any:
     )  # fmt: skip
 
 
+def _qwen3(vocab: int) -> Any:
+    from transformers import Qwen3Config
+
+    return Qwen3Config(
+        hidden_size=64, intermediate_size=96, num_hidden_layers=3, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=16, max_position_embeddings=256, bos_token_id=None,
+        tie_word_embeddings=False, use_sliding_window=False, **_common(vocab),
+    )  # fmt: skip
+
+
 def _mistral(vocab: int) -> Any:
     from transformers import MistralConfig
 
@@ -116,6 +126,7 @@ def _phi3(vocab: int) -> Any:
 TINY_CONFIGS: dict[str, Callable[[int], Any]] = {
     "llama": _llama,
     "qwen2": _qwen2,
+    "qwen3": _qwen3,
     "mistral": _mistral,
     "gemma2": _gemma2,
     "gpt2": _gpt2,
