@@ -22,6 +22,7 @@ from fairlens.backend.batching import (
     model_device,
     pad_id,
     pad_sequences,
+    real_tokens,
     sliding_window,
 )
 from fairlens.backend.hook_points import (
@@ -61,6 +62,7 @@ __all__ = [
     "pad_id",
     "pad_sequences",
     "parse_hook_name",
+    "real_tokens",
     "resolve_hooks",
     "sliding_window",
     "validate_hook",

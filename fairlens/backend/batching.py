@@ -10,11 +10,13 @@ the same numbers.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from fairlens.backend.hooks import is_hooked
@@ -126,19 +128,39 @@ def check_context(model: Any, batch: Batch) -> None:
         )
 
 
+_REAL_TOKENS: ContextVar[Tensor | None] = ContextVar("fairlens_real_tokens", default=None)
+
+
+def real_tokens() -> Bool[Tensor, "batch pos"] | None:
+    """Which positions of the batch now running through :func:`forward_logits` or
+    :func:`last_token_logits` hold a token (not a pad), else ``None`` (e.g. a hook that wants to
+    count real positions only, as the steerer's gate statistics do)."""
+    return _REAL_TOKENS.get()
+
+
+@contextmanager
+def _running(batch: Batch) -> Iterator[None]:
+    token = _REAL_TOKENS.set(batch.attention_mask.bool())
+    try:
+        yield
+    finally:
+        _REAL_TOKENS.reset(token)
+
+
 def forward_logits(model: Any, batch: Batch) -> Float[Tensor, "batch pos d_vocab"]:
     """Logits of ``model`` on ``batch``, padding-aware for both TL and HF models."""
     check_context(model, batch)
     device = model_device(model)
     batch = batch.to(device)
-    if is_hooked(model):
-        return model(batch.input_ids, attention_mask=batch.attention_mask)
-    out = model(
-        input_ids=batch.input_ids,
-        attention_mask=batch.attention_mask,
-        position_ids=batch.position_ids,
-        use_cache=False,
-    )
+    with _running(batch):
+        if is_hooked(model):
+            return model(batch.input_ids, attention_mask=batch.attention_mask)
+        out = model(
+            input_ids=batch.input_ids,
+            attention_mask=batch.attention_mask,
+            position_ids=batch.position_ids,
+            use_cache=False,
+        )
     return out.logits
 
 
@@ -153,19 +175,23 @@ def last_token_logits(model: Any, batch: Batch) -> Float[Tensor, "batch d_vocab"
     batch = batch.to(device)
     rows = torch.arange(batch.input_ids.shape[0], device=device)
     if is_hooked(model):
-        resid = model(
-            batch.input_ids, attention_mask=batch.attention_mask, stop_at_layer=model.cfg.n_layers
-        )
+        with _running(batch):
+            resid = model(
+                batch.input_ids,
+                attention_mask=batch.attention_mask,
+                stop_at_layer=model.cfg.n_layers,
+            )
         logits = model.unembed(model.ln_final(resid[rows, batch.last_index][:, None]))[:, 0]
         cap = float(getattr(model.cfg, "output_logits_soft_cap", -1.0))
         return torch.tanh(logits / cap) * cap if cap > 0 else logits
     family = family_of(model)
-    hidden = family.decoder(model)(
-        input_ids=batch.input_ids,
-        attention_mask=batch.attention_mask,
-        position_ids=batch.position_ids,
-        use_cache=False,
-    ).last_hidden_state
+    with _running(batch):
+        hidden = family.decoder(model)(
+            input_ids=batch.input_ids,
+            attention_mask=batch.attention_mask,
+            position_ids=batch.position_ids,
+            use_cache=False,
+        ).last_hidden_state
     return family.final_logits(model, hidden[rows, batch.last_index])
 
 

@@ -34,7 +34,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from fairlens.backend import add_hooks, parse_hook_name
+from fairlens.backend import add_hooks, parse_hook_name, real_tokens
 from fairlens.errors import ConfigError
 
 SteerMode = Literal["dynamic", "static", "off"]
@@ -81,7 +81,9 @@ class GateResult:
 
     Attributes:
         fired: Positions where the vector was added.
-        probed: Positions the gate decided on (every position of the steering window, pads included).
+        probed: Positions the gate decided on: the steering window's tokens (pads of a padded batch
+            run through :func:`fairlens.backend.forward_logits` or ``last_token_logits`` are not
+            counted; other callers' batches are counted whole).
         calls: Forward calls that steered.
     """
 
@@ -215,8 +217,14 @@ class Steerer:
         if stats.fired.device != act.device:
             stats.fired = stats.fired.to(act.device)
             stats.probed = stats.probed.to(act.device)
-        stats.fired += gate.sum()
-        stats.probed += gate.numel()
+        real = real_tokens()
+        if real is not None and real.shape == act.shape[:2]:  # count tokens, never pads
+            real = real[:, window].to(gate.device)
+            stats.fired += (gate & real).sum()
+            stats.probed += real.sum()
+        else:
+            stats.fired += gate.sum()
+            stats.probed += gate.numel()
         stats.calls += 1
         self._gate = gate
         return _add(act, window, cfg.alpha * vector, gate)

@@ -58,8 +58,8 @@ def _option_sequences(model, item) -> list[list[int]]:
 
 def test_evaluate_reports_three_methods(fitted):
     hooked, fs, splits = fitted
-    # batch_size=1: no padding, so every probed position is a real token
-    report = evaluate(hooked, list(splits["eval"].items), fs, scoring="loglik", batch_size=1)
+    # padded batches: the gate's statistics count tokens, never pads
+    report = evaluate(hooked, list(splits["eval"].items), fs, scoring="loglik", batch_size=8)
     assert [r.method for r in report.results] == ["base", "static", "fairsteer"]
     assert report.results[0].gate_rate is None
     assert report.results[1].gate_rate == 1.0  # measured: every probed position was steered

@@ -118,7 +118,7 @@ def test_all_positions_policy(tiny, batch):
     steerer = _separating_steerer(hooked, batch, mode="static", positions="all")
     with torch.no_grad(), steerer.apply(hooked) as stats:
         forward_logits(hooked, batch)
-    assert int(stats.probed) == batch.input_ids.numel()
+    assert int(stats.probed) == int(batch.attention_mask.sum()) < batch.input_ids.numel()  # no pads
 
 
 def _generate(hooked, batch, n):
@@ -191,3 +191,23 @@ def test_fast_path_generation_matches_tl(tiny, batch):
         )
     assert torch.equal(tl, fast)
     assert int(stats.probed) == 2 * 4
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_gate_statistics_count_tokens_not_pads(tiny, side):
+    """A static steerer at every position of a padded batch: probed = fired = the real tokens."""
+    from fairlens.backend import forward_logits, pad_sequences
+
+    hooked, hf, _ = tiny
+    seqs = [[5, 6, 7, 8, 9, 10, 11], [12, 13], [14, 15, 16]]
+    batch = pad_sequences(seqs, pad_token_id=0, padding_side=side)
+    d = hf.config.hidden_size
+    static = Steerer(
+        HOOK, torch.ones(d), torch.zeros(d), 0.0, SteeringConfig(mode="static", positions="all")
+    )
+    for model in (hooked, hf):
+        with torch.no_grad(), static.apply(model) as stats:
+            forward_logits(model, batch)
+        result = stats.result()
+        assert result.probed == result.fired == sum(map(len, seqs)) == 12
+        assert result.calls == 1 and result.rate == 1.0
