@@ -18,8 +18,12 @@ from fairlens.data.crows_pairs import CrowsPair
 from fairlens.errors import ConfigError
 from fairlens.scoring.letters import ScoringMode
 from fairlens.scoring.likelihood import TextScores, text_logprobs
-from fairlens.steer.interventions import METHOD_DESCRIPTIONS, PANEL_METHODS, method_context
-from fairlens.steer.interventions import method_instruction as method_instruction
+from fairlens.steer.interventions import (
+    METHOD_DESCRIPTIONS,
+    PANEL_METHODS,
+    method_context,
+    method_instruction,
+)
 from fairlens.steer.steerer import PositionPolicy
 
 

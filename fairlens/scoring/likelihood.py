@@ -114,7 +114,6 @@ def text_logprobs(
                 "gate stats were passed but the steerer recorded nothing for this forward call.",
                 "apply the steerer with record=True and positions='all'.",
             )
-        dynamic = recording and len(gate.history) == len(gate.decisions)
         width = batch.input_ids.shape[1]
         for j, r in enumerate(rows):
             start = width - int(batch.lengths[j])  # left padding
@@ -123,7 +122,7 @@ def text_logprobs(
             logprobs[r] = preds.gather(-1, targets[:, None]).squeeze(-1)
             if recording:
                 fired[r] = gate.decisions[-1][j, start + n_ctx :]
-                if dynamic:
+                if gate.history:  # a dynamic gate also records P(unbiased)
                     gate_p[r] = gate.history[-1][j, start + n_ctx :].float().cpu()
     dynamic = recording and bool(gate.history)
     return TextScores(

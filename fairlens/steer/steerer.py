@@ -243,9 +243,6 @@ class Steerer:
 
         return fn
 
-    def _hook(self, act: Tensor, hook: Any) -> Tensor:
-        return self.steer(act)
-
     @contextmanager
     def apply(self, model: Any, *, record: bool = False) -> Iterator[GateStats]:
         """Steer ``model`` inside the block; yields live :class:`GateStats`.
