@@ -13,12 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from fairlens.apps.cli_flags import (
-    _add_data_dir,
-    _add_fit_flags,
-    _add_model,
-    _add_search_flags,
-)
+from fairlens.apps.cli_flags import _add_data_dir, _add_model, _add_run_flags
 from fairlens.errors import FairlensError
 
 
@@ -134,20 +129,12 @@ def _cmd_score(args: argparse.Namespace) -> int:
 
 
 def _run_config(args: argparse.Namespace, **fixed: Any) -> Any:
-    """A RunConfig from the flags (each flag's dest is the RunConfig field it sets)."""
-    from dataclasses import fields
-
+    """A RunConfig from ``--config``, ``--preset`` and the flags (flags win)."""
+    from fairlens.apps.config_keys import flag_values
     from fairlens.apps.run_config import RunConfig
 
-    overrides: dict[str, Any] = {}
-    for f in fields(RunConfig):
-        value = getattr(args, f.name, None)
-        if value is not None:
-            overrides[f.name] = tuple(value) if isinstance(value, list) else value
-    overrides.update(fixed)
+    overrides = {**flag_values(args, RunConfig.config_keys()), **fixed}
     if args.config:
-        if args.preset:
-            overrides["preset"] = args.preset
         return RunConfig.from_file(args.config, **overrides)
     return RunConfig.from_preset(overrides.pop("preset", None), **overrides)
 
@@ -191,9 +178,6 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from fairlens.evaluate.suites import SUITES
-    from fairlens.steer.interventions import PANEL_METHODS
-
     parser = _Parser(
         prog="fairlens",
         description="Find, visualise and remove social bias in language models (FairSteer).",
@@ -247,38 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     score.set_defaults(func=_cmd_score)
 
     run = sub.add_parser("run", help="the full FairSteer pipeline -> runs/<name>/")
-    _add_fit_flags(run)
-    run.add_argument(
-        "--eval-backend",
-        choices=["tl", "hf"],
-        default=None,
-        help="evaluate on the plain transformers twin (hf, default: fast path, same numbers) "
-        "or the HookedTransformer (tl); open-ended generation always runs on hf",
-    )
-    run.add_argument("--methods", nargs="+", default=None, choices=list(PANEL_METHODS))
-    run.add_argument("--suites", nargs="+", default=None, choices=list(SUITES))
-    run.add_argument("--crows-per-type", type=int, default=None, help="CrowS-Pairs per bias type")
-    run.add_argument(
-        "--open-per-category",
-        type=int,
-        default=None,
-        help="BBQ ambiguous eval items per category for open-ended generation",
-    )
-    run.add_argument(
-        "--open-crows-per-type", type=int, default=None, help="CrowS prefixes per bias type"
-    )
-    run.add_argument("--max-new-tokens", type=int, default=None)
-    run.add_argument("--text-n", type=int, default=None, help="neutral-corpus paragraphs")
-    run.add_argument(
-        "--text-file", default=None, help="plain-text corpus (paragraphs separated by blank lines)"
-    )
-    run.add_argument(
-        "--search",
-        action="store_true",
-        default=None,
-        help="also run the steering search over direction families (see `fairlens search`)",
-    )
-    _add_search_flags(run)
+    _add_run_flags(run, (None, "data", "fit", "search", "panel"))
     run.set_defaults(func=_cmd_run)
 
     search = sub.add_parser(
@@ -296,8 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
             "resumes from its saved per-variant results."
         ),
     )
-    _add_fit_flags(search)
-    _add_search_flags(search)
+    _add_run_flags(search, (None, "data", "fit", "search"))
     search.set_defaults(func=_cmd_search)
 
     from fairlens.apps.figures_cli import register_cli as register_figures

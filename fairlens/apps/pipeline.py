@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from typing import Any
 
 from fairlens._version import __version__
@@ -30,7 +31,6 @@ from fairlens.data.corpus import NEUTRAL_CORPUS, load_neutral_texts
 from fairlens.data.crows_pairs import load_crows_pairs, subsample_pairs, type_counts
 from fairlens.evaluate.panel import evaluate_panel
 from fairlens.evaluate.panel_report import PanelReport
-from fairlens.evaluate.suites import PanelConfig
 from fairlens.fairsteer.estimator import FairSteer
 from fairlens.steer.interventions import DEBIAS_INSTRUCTION
 
@@ -75,7 +75,7 @@ def run_pipeline(
     # ---------------------------------------------------------------- search
     search_result = None
     scorers: dict[str, Any] = {}
-    if cfg.search:
+    if cfg.search.enabled:
         t = time.perf_counter()
         search_result = _run_search(cfg, fs, fit, chosen, rundir, scorers, progress, say)
         fit.save(rundir.path / "fit_data")  # keeps the directions the search fitted
@@ -85,27 +85,33 @@ def run_pipeline(
     # ---------------------------------------------------------------- panel
     t = time.perf_counter()
     crows, open_crows, texts = [], [], {}
-    if "crows" in cfg.suites or "open_ended" in cfg.suites:
+    if "crows" in cfg.panel.suites or "open_ended" in cfg.panel.suites:
         all_pairs = load_crows_pairs(data_dir)
-        crows = subsample_pairs(all_pairs, cfg.crows_per_type, seed=cfg.seed)
-        if cfg.open_crows_per_type:
-            open_crows = subsample_pairs(all_pairs, cfg.open_crows_per_type, seed=cfg.seed + 1)
-    if "utility" in cfg.suites and cfg.text_n != 0:
-        texts["neutral"] = load_neutral_texts(cfg.text_file, n=cfg.text_n, seed=cfg.seed)
+        crows = subsample_pairs(all_pairs, cfg.panel.crows_per_type, seed=cfg.fit.seed)
+        if cfg.panel.open_crows_per_type:
+            open_crows = subsample_pairs(
+                all_pairs, cfg.panel.open_crows_per_type, seed=cfg.fit.seed + 1
+            )
+    if "utility" in cfg.panel.suites and cfg.panel.text_n != 0:
+        texts["neutral"] = load_neutral_texts(
+            cfg.panel.text_file, n=cfg.panel.text_n, seed=cfg.fit.seed
+        )
     ambiguous = [it for it in chosen["eval"] if it.is_ambiguous and it.bias_target_loc is not None]
     open_bbq = (
-        subsample(ambiguous, cfg.open_per_category, seed=cfg.seed) if cfg.open_per_category else []
+        subsample(ambiguous, cfg.panel.open_per_category, seed=cfg.fit.seed)
+        if cfg.panel.open_per_category
+        else []
     )
     timings["load_eval_data"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    tl_model = hooked_twin(hf_model, tokenizer) if cfg.eval_backend == "tl" else None
+    tl_model = hooked_twin(hf_model, tokenizer) if cfg.panel.eval_backend == "tl" else None
     eval_model = tl_model if tl_model is not None else hf_model
-    suites = tuple(s for s in cfg.suites if s != "utility" or texts)
-    if suites != tuple(cfg.suites):
+    suites = tuple(s for s in cfg.panel.suites if s != "utility" or texts)
+    if suites != tuple(cfg.panel.suites):
         say("utility suite skipped: no text corpus (text_n is 0)")
     say(
-        f"panel: {', '.join(cfg.methods)} on {', '.join(suites)} "
+        f"panel: {', '.join(cfg.panel.methods)} on {', '.join(suites)} "
         f"({len(chosen['eval'])} BBQ eval items, {len(crows)} CrowS pairs)"
     )
     panel = evaluate_panel(
@@ -117,15 +123,8 @@ def run_pipeline(
         open_bbq_items=open_bbq,
         open_crows_pairs=open_crows,
         texts=texts,
-        config=PanelConfig(
-            methods=tuple(cfg.methods),
-            suites=suites,
-            scoring=cfg.scoring,
-            prompt_format=cfg.prompt_format,
-            max_new_tokens=cfg.max_new_tokens,
-            batch_size=cfg.batch_size,
-        ),
-        shots=prep.shots if cfg.prompt_format == "few_shot" else None,
+        config=replace(cfg.panel_config(), suites=suites),
+        shots=prep.shots if cfg.fit.prompt_format == "few_shot" else None,
         gen_model=hf_model,
         bbq_scorers=scorers if tl_model is None else None,
         progress=progress,
@@ -160,7 +159,7 @@ def run_pipeline(
             "texts": {
                 "neutral": {
                     "n": len(texts.get("neutral", [])),
-                    "source": cfg.text_file or NEUTRAL_CORPUS["description"],
+                    "source": cfg.panel.text_file or NEUTRAL_CORPUS["description"],
                 }
             },
         },
@@ -198,28 +197,26 @@ def _run_search(
         say("search: loaded from the run folder (resumed)")
         return SearchResult.from_dict(json.loads(done.read_text()))
     space, extra = cfg.search_spaces(fit.n_layers)
-    width = cfg.band_width if cfg.scope == "band" else 1
+    width = cfg.fit.band_width if cfg.fit.scope == "band" else 1
     selected = Variant(
-        cfg.direction,
+        cfg.fit.direction,
         fs.layer_,
         fs.alpha_,
-        cfg.alpha_unit,
-        cfg.scope,
+        cfg.fit.alpha_unit,
+        cfg.fit.scope,
         "dynamic",
-        cfg.gate,
-        cfg.tau,
+        cfg.fit.gate,
+        cfg.fit.tau,
         width,
     )
-    from dataclasses import replace
-
     result = run_search(
         fit,
         chosen["select"],
         space=space,
         extra_spaces=extra,
         eval_items=chosen["eval"],
-        rule=SelectionRule(margin=cfg.margin),
-        patching=tuple(cfg.search_patching),
+        rule=SelectionRule(margin=cfg.fit.margin),
+        patching=tuple(cfg.search.patching),
         out_dir=folder / "grid",
         progress=progress,
         log=say,

@@ -1,26 +1,27 @@
-"""What a run does: RunConfig (every setting of fairlens run / make demo, validated), the presets
-and the default split fractions.
+"""What a run does: RunConfig, composed of the stage configs (data, fit, search, panel), its flat
+keys (config files, command-line flags, the report), and the presets.
+
+Every hyper-parameter is defined once, as a field of its stage config: :class:`DataPlan`
+(which items), :class:`~fairlens.fairsteer.config.FairSteerConfig` (the fit), :class:`SearchPlan`
+(the steering search) and :class:`PanelPlan` (the evaluation). The flat keys, the flags and their
+help are read from those fields (:mod:`fairlens.apps.config_keys`).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from fairlens.data import (
-    PromptFormat,
-)
-from fairlens.directions import DIRECTION_METHODS
+from fairlens.apps.config_keys import ConfigKey, coerce, section_keys
+from fairlens.data.plan import DEFAULT_FRACTIONS, DataPlan
 from fairlens.errors import ConfigError
-from fairlens.evaluate.suites import SUITES, PanelConfig
-from fairlens.fairsteer.config import DEFAULT_ALPHAS, FairSteerConfig
-from fairlens.scoring.letters import ScoringMode
-from fairlens.steer.interventions import PANEL_METHODS
-
-DEFAULT_FRACTIONS = {"probe": 0.45, "dsv": 0.1, "select": 0.1, "shots": 0.05, "eval": 0.3}
-
+from fairlens.evaluate.plan import PanelPlan
+from fairlens.evaluate.suites import PanelConfig
+from fairlens.fairsteer.config import FairSteerConfig
+from fairlens.search.plan import SearchPlan
+from fairlens.search.space import SearchSpace
 
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": {
@@ -42,98 +43,108 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+SECTIONS: dict[str, tuple[type, str]] = {
+    "data": (DataPlan, ""),
+    "fit": (FairSteerConfig, ""),
+    "search": (SearchPlan, "search_"),
+    "panel": (PanelPlan, ""),
+}
+"""RunConfig's stage configs: attribute → (dataclass, prefix of its flat keys)."""
+
+
 @dataclass(frozen=True)
 class RunConfig:
-    """Settings of one pipeline run (every field is recorded in the report)."""
+    """Settings of one pipeline run (every key is recorded in the report).
+
+    Build one from flat keys with :meth:`from_keys` (``RunConfig.from_keys(limit=3)``), from a
+    preset with :meth:`from_preset`, or from a JSON file with :meth:`from_file`.
+
+    Attributes:
+        name: Run folder name (the run lives in out_dir/name).
+        model: Embedded name, .gguf path, HF model dir or TL model name.
+        data_dir: Folder holding bbq/ (default: $FAIRLENS_DATA_DIR, ./data, ../shared/data, the
+            cache).
+        threads: CPU threads (default: $FAIRLENS_THREADS or 1).
+        out_dir: Folder of the run folders.
+        preset: Named settings: 'paper' = the FairSteer paper's recipe (BAD data zero- and 8-shot
+            plus MMLU anchors, DSV, layer by BBQ accuracy over all layers, alpha=1 absolute);
+            meant for a GPU, use --limit on a CPU.
+        data: Which items each stage gets (DataPlan).
+        fit: The FairSteer fit (FairSteerConfig).
+        search: The steering search (SearchPlan).
+        panel: The evaluation panel (PanelPlan).
+    """
 
     name: str = "smollm2-demo"
     model: str = "smollm2-135m"
     data_dir: str | None = None
-    categories: tuple[str, ...] | None = None
-    probe_per_category: int | None = 40
-    dsv_per_category: int = 10
-    select_per_category: int | None = 10
-    eval_per_category: int | None = 30
-    limit: int | None = None  # cap on items per category for every split (CPU-sized presets)
-    scoring: ScoringMode = "letter"
-    prompt_format: PromptFormat = "zero_shot"
-    hook_kind: str = "resid_post"
-    layer: int | None = None
-    direction: str = "dsv"
-    gate: str = "bad"
-    scope: Literal["colon", "band", "all"] = "colon"
-    band_width: int = 3
-    selection: Literal["search", "bbq", "probe"] = "search"
-    alpha: float | None = None
-    alphas: tuple[float, ...] = DEFAULT_ALPHAS
-    alpha_unit: Literal["relative", "absolute"] = "relative"
-    tau: float = 0.5
-    margin: float = 0.02
-    C: float = 1.0
-    batch_size: int = 16
-    # "hf": evaluate on the plain transformers model (fast path; same numbers, tested)
-    eval_backend: Literal["tl", "hf"] = "hf"
-    methods: tuple[str, ...] = PANEL_METHODS
-    suites: tuple[str, ...] = tuple(SUITES)
-    crows_per_type: int | None = 20  # CrowS-Pairs pairs per bias type (None: all 1,508)
-    open_per_category: int = 2  # BBQ ambiguous eval items per category for open-ended generation
-    open_crows_per_type: int = 2  # CrowS-Pairs prefixes per bias type for open-ended generation
-    max_new_tokens: int = 20
-    text_n: int | None = 40  # neutral-corpus paragraphs for perplexity / gate-on-text
-    text_file: str | None = None  # a plain-text corpus instead of the default (see data.corpus)
-    # the steering search over direction families (fairlens.search.engine), on the select split
-    search: bool = False
-    search_directions: tuple[str, ...] = tuple(DIRECTION_METHODS)
-    search_layer_stride: int = 1
-    search_alphas: tuple[float, ...] = DEFAULT_ALPHAS
-    search_scopes: tuple[str, ...] = ("colon", "band")
-    search_band_directions: tuple[str, ...] = ("dsv", "probe")
-    search_gates: tuple[str, ...] = ("bad", "context", "ambig")
-    search_taus: tuple[float, ...] = (0.5,)
-    search_patching: tuple[str, ...] = ("select", "eval")  # splits with the patching ceiling
-    paper_few_shot: bool = False  # BAD data and DSV pairs also built with 8-shot prompts
-    mmlu_anchors: int = 0  # MMLU questions added to the BAD data as unbiased anchors
-    preset: str | None = None
     threads: int | None = None
-    seed: int = 42
     out_dir: str = "runs"
-    fractions: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_FRACTIONS))
+    preset: str | None = field(default=None, metadata={"choices": PRESETS})
+    data: DataPlan = field(default_factory=DataPlan)
+    fit: FairSteerConfig = field(default_factory=FairSteerConfig)
+    search: SearchPlan = field(default_factory=SearchPlan)
+    panel: PanelPlan = field(default_factory=PanelPlan)
 
     def __post_init__(self) -> None:
-        for name in ("probe_per_category", "select_per_category", "eval_per_category", "limit"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ConfigError(f"{name} must be >= 1 or None (all), got {value}.")
-        if set(self.fractions) != set(DEFAULT_FRACTIONS):
-            raise ConfigError(
-                f"fractions must name exactly the splits {sorted(DEFAULT_FRACTIONS)}."
-            )
-        for name in ("crows_per_type", "text_n"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ConfigError(f"{name} must be >= 1 or None (all), got {value}.")
-        if self.open_per_category < 0 or self.open_crows_per_type < 0 or self.max_new_tokens < 1:
-            raise ConfigError(
-                "open_per_category and open_crows_per_type must be >= 0, max_new_tokens >= 1."
-            )
-        if self.mmlu_anchors < 0 or self.search_layer_stride < 1:
-            raise ConfigError("mmlu_anchors must be >= 0 and search_layer_stride >= 1.")
+        if not self.name or "/" in self.name:
+            raise ConfigError(f"Run name must be a non-empty folder name, got {self.name!r}.")
         if self.preset is not None and self.preset not in PRESETS:
             raise ConfigError(
                 f"unknown preset {self.preset!r}.", f"use one of: {', '.join(PRESETS)}."
             )
-        PanelConfig(methods=tuple(self.methods), suites=tuple(self.suites))  # validates names
-        if self.eval_backend not in ("tl", "hf"):
-            raise ConfigError(f"eval_backend must be 'tl' or 'hf', got {self.eval_backend!r}.")
-        if not self.name or "/" in self.name:
-            raise ConfigError(f"Run name must be a non-empty folder name, got {self.name!r}.")
-        self.fairsteer_config()  # validates the FairSteer fields
-        if self.search:
-            self.search_spaces(n_layers=64)  # validates the search fields
+        if self.search.enabled:
+            self.search_spaces(n_layers=64)  # validates the grid
+
+    # -- the flat keys -------------------------------------------------------------------------
+
+    @classmethod
+    def config_keys(cls, sections: tuple[str | None, ...] | None = None) -> list[ConfigKey]:
+        """Every flat key (or those of ``sections``; None names RunConfig's own fields)."""
+        own = [s for s in section_keys(cls, None) if s.field not in SECTIONS]
+        out = list(own) if sections is None or None in sections else []
+        for name, (kind, prefix) in SECTIONS.items():
+            if sections is None or name in sections:
+                out += section_keys(kind, name, prefix)
+        return out
+
+    def flat(self) -> dict[str, Any]:
+        """The settings as flat keys (tuples as lists): the report's and config files' form."""
+        out: dict[str, Any] = {}
+        for spec in self.config_keys():
+            holder = self if spec.section is None else getattr(self, spec.section)
+            value = getattr(holder, spec.field)
+            out[spec.key] = list(value) if isinstance(value, tuple) else value
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.flat()
+
+    @classmethod
+    def from_keys(cls, source: str = "RunConfig", **values: Any) -> RunConfig:
+        """A config from flat keys (each key's stage config built with its defaults otherwise).
+
+        Raises:
+            ConfigError: an unknown key (with the valid ones) or a value of the wrong type.
+        """
+        specs = {s.key: s for s in cls.config_keys()}
+        unknown = sorted(set(values) - set(specs))
+        if unknown:
+            raise ConfigError(
+                f"Unknown keys in {source}: {unknown}.", f"Valid keys: {sorted(specs)}."
+            )
+        own: dict[str, Any] = {}
+        parts: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
+        for key, value in values.items():
+            spec = specs[key]
+            value = coerce(spec, value, source)
+            (own if spec.section is None else parts[spec.section])[spec.field] = value
+        built = {name: kind(**parts[name]) for name, (kind, _) in SECTIONS.items()}
+        return cls(**own, **built)
 
     @classmethod
     def from_preset(cls, preset: str | None = None, **overrides: Any) -> RunConfig:
-        """A config with a preset's settings, then ``overrides`` (non-None) on top."""
+        """A config with a preset's keys, then ``overrides`` (flat keys) on top."""
         base: dict[str, Any] = {}
         if preset is not None:
             if preset not in PRESETS:
@@ -141,69 +152,12 @@ class RunConfig:
                     f"unknown preset {preset!r}.", f"use one of: {', '.join(PRESETS)}."
                 )
             base = {**PRESETS[preset], "preset": preset}
-        return cls(**{**base, **{k: v for k, v in overrides.items() if v is not None}})
-
-    def fairsteer_config(self) -> FairSteerConfig:
-        return FairSteerConfig(
-            hook_kind=self.hook_kind,
-            layer=self.layer,
-            direction=self.direction,
-            gate=self.gate,
-            scope=self.scope,
-            band_width=self.band_width,
-            selection=self.selection,
-            alpha=self.alpha,
-            alphas=tuple(self.alphas),
-            alpha_unit=self.alpha_unit,
-            tau=self.tau,
-            margin=self.margin,
-            C=self.C,
-            n_dsv_per_category=self.dsv_per_category,
-            scoring=self.scoring,
-            prompt_format=self.prompt_format,
-            batch_size=self.batch_size,
-            seed=self.seed,
-        )
-
-    def search_spaces(self, n_layers: int) -> tuple[Any, list[Any]]:
-        """The search grid for a model of ``n_layers``: the main space and the band space."""
-        from fairlens.search.space import SCOPES, SearchSpace
-
-        bad = [s for s in self.search_scopes if s not in SCOPES]
-        if bad:
-            raise ConfigError(f"unknown search scopes {bad}.", f"use some of: {', '.join(SCOPES)}.")
-        layers = tuple(range(0, n_layers, self.search_layer_stride))
-        space = SearchSpace(
-            directions=tuple(self.search_directions),
-            layers=layers,
-            alphas=tuple(self.search_alphas),
-            scopes=tuple(s for s in self.search_scopes if s != "band") or ("colon",),
-            taus=tuple(self.search_taus),
-            gates=tuple(self.search_gates),
-        )
-        extra = []
-        if "band" in self.search_scopes:
-            band_dirs = tuple(d for d in self.search_band_directions if d in self.search_directions)
-            extra.append(
-                SearchSpace(
-                    directions=band_dirs or (self.search_directions[0],),
-                    layers=tuple(v for v in layers if v + self.band_width <= n_layers) or (0,),
-                    alphas=tuple(self.search_alphas),
-                    scopes=("band",),
-                    band_width=self.band_width,
-                    taus=tuple(self.search_taus),
-                    gates=tuple(self.search_gates),
-                )
-            )
-        return space, extra
-
-    def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
+        return cls.from_keys(**{**base, **overrides})
 
     @classmethod
     def from_file(cls, path: str | Path, **overrides: Any) -> RunConfig:
-        """Read a JSON config file; ``overrides`` (non-None) win over the file."""
+        """Read a JSON file of flat keys (a report's ``config`` is one); ``overrides`` (flat
+        keys) win over the file."""
         try:
             data = json.loads(Path(path).read_text())
         except (OSError, json.JSONDecodeError) as exc:
@@ -211,28 +165,43 @@ class RunConfig:
                 f"Could not read config file {str(path)!r}: {exc}", "Pass a JSON file."
             ) from exc
         if not isinstance(data, dict):
-            raise ConfigError(f"{str(path)!r} must hold a JSON object of RunConfig fields.")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
+            raise ConfigError(f"{str(path)!r} must hold a JSON object of RunConfig keys.")
+        specs = {s.key: s for s in cls.config_keys()}
+        unknown = sorted(set(data) - set(specs))
         if unknown:
             raise ConfigError(
-                f"Unknown keys in {str(path)!r}: {unknown}.", f"Valid keys: {sorted(known)}."
+                f"Unknown keys in {str(path)!r}: {unknown}.", f"Valid keys: {sorted(specs)}."
             )
-        data.update({k: v for k, v in overrides.items() if v is not None})
-        for key in (
-            "categories",
-            "methods",
-            "suites",
-            "alphas",
-            "search_directions",
-            "search_alphas",
-            "search_scopes",
-            "search_band_directions",
-            "search_gates",
-            "search_taus",
-            "search_patching",
-        ):
-            if data.get(key) is not None:
-                data[key] = tuple(data[key])
+        data = {k: coerce(specs[k], v, repr(str(path))) for k, v in data.items()}
+        data.update(overrides)
         preset = data.pop("preset", None)
         return cls.from_preset(preset, **data)
+
+    # -- derived configs -----------------------------------------------------------------------
+
+    def panel_config(self) -> PanelConfig:
+        """The panel's configuration (scoring, prompt format and batch size are the fit's)."""
+        return self.panel.config(self.fit.scoring, self.fit.prompt_format, self.fit.batch_size)
+
+    def search_spaces(self, n_layers: int) -> tuple[SearchSpace, list[SearchSpace]]:
+        """The search grid for a model of ``n_layers``: the main space and the band space."""
+        return self.search.spaces(n_layers, self.fit.band_width)
+
+    def resume_settings(self) -> dict[str, Any]:
+        """The keys a run folder's fitted stages depend on (a rerun with other values is refused).
+
+        The data and fit sections and the model; not the batch size (it changes no number) and
+        nothing of the search or the panel (they resume per scored variant / suite).
+        """
+        flat = self.flat()
+        keys = ["model", "data_dir"] + [
+            s.key for s in self.config_keys(("data", "fit")) if s.key != "batch_size"
+        ]
+        return {k: flat[k] for k in keys}
+
+    def replace(self, **values: Any) -> RunConfig:
+        """A copy with flat keys changed."""
+        return type(self).from_keys(**{**self.flat(), **values})
+
+
+__all__ = ["DEFAULT_FRACTIONS", "PRESETS", "SECTIONS", "RunConfig"]

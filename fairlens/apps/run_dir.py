@@ -24,35 +24,20 @@ def _split_summary(items: list[Any]) -> dict[str, Any]:
     }
 
 
-_RESUME_KEYS = (
-    "model",
-    "data_dir",
-    "categories",
-    "probe_per_category",
-    "dsv_per_category",
-    "select_per_category",
-    "eval_per_category",
-    "limit",
-    "scoring",
-    "prompt_format",
-    "hook_kind",
-    "layer",
-    "direction",
-    "gate",
-    "scope",
-    "band_width",
-    "selection",
-    "alpha",
-    "alphas",
-    "alpha_unit",
-    "tau",
-    "margin",
-    "C",
-    "seed",
-    "fractions",
-    "paper_few_shot",
-    "mmlu_anchors",
-)
+def _changed(saved: dict[str, Any], cfg: RunConfig) -> str:
+    """The fit settings that differ from a run folder's (empty: it can be resumed).
+
+    A key the folder does not record (written by an older fairlens, before the key existed)
+    counts as its default value: such a folder resumes when the new key is left at its default.
+    """
+    now = json.loads(json.dumps(cfg.resume_settings(), default=list))
+    defaults = json.loads(json.dumps(RunConfig().resume_settings(), default=list))
+    diffs = [
+        f"{key}: {saved.get(key, defaults[key])!r} -> {value!r}"
+        for key, value in now.items()
+        if saved.get(key, defaults[key]) != value
+    ]
+    return "; ".join(diffs)
 
 
 class _RunDir:
@@ -63,20 +48,26 @@ class _RunDir:
         if restart and self.path.exists():
             shutil.rmtree(self.path)
         self.path.mkdir(parents=True, exist_ok=True)
-        ident = {k: getattr(cfg, k) for k in _RESUME_KEYS}
-        digest = hashlib.sha256(
-            json.dumps(ident, sort_keys=True, default=list).encode()
-        ).hexdigest()
+        settings = json.loads(json.dumps(cfg.resume_settings(), default=list))
         state = self.path / "run_state.json"
         if state.exists():
-            old = json.loads(state.read_text()).get("fit_settings_sha")
-            if old != digest:
+            try:
+                saved = json.loads(state.read_text())["fit_settings"]
+            except (json.JSONDecodeError, KeyError, TypeError) as exc:
                 raise ConfigError(
-                    f"{str(self.path)!r} holds a run with other fit settings, so it cannot be resumed.",
+                    f"{str(state)!r} is unreadable ({exc!r}), so the run cannot be resumed.",
+                    "pass --restart to start it again, or use another --name.",
+                ) from exc
+            changed = _changed(saved, cfg)
+            if changed:
+                raise ConfigError(
+                    f"{str(self.path)!r} holds a run with other fit settings ({changed}), so it "
+                    "cannot be resumed.",
                     "use another --name, or pass --restart to start it again.",
                 )
+        digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
         state.write_text(
-            json.dumps({"fit_settings_sha": digest, "fit_settings": ident}, indent=2, default=list)
+            json.dumps({"fit_settings_sha": digest, "fit_settings": settings}, indent=2)
         )
 
     def panel_done(self) -> dict[str, dict[str, Any]]:

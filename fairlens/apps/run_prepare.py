@@ -52,7 +52,7 @@ def _prepare(cfg: RunConfig, progress: bool, say: Any, restart: bool) -> _Prepar
     t0 = time.perf_counter()
     threads = set_threads(cfg.threads)
     data_dir = resolve_data_dir(cfg.data_dir)  # every input is checked before the model loads
-    items = load_bbq(data_dir / "bbq", cfg.categories)
+    items = load_bbq(data_dir / "bbq", cfg.data.categories)
     anchors = _mmlu_anchors(cfg, data_dir)
     rundir = _RunDir(cfg, restart)
 
@@ -61,28 +61,17 @@ def _prepare(cfg: RunConfig, progress: bool, say: Any, restart: bool) -> _Prepar
     timings["load_model"] = time.perf_counter() - t0
 
     t = time.perf_counter()
-    splits = split_by_template(items, cfg.fractions, seed=cfg.seed)
-    caps: dict[str, int | None] = {
-        "probe": cfg.probe_per_category,
-        "dsv": None,
-        "select": cfg.select_per_category,
-        "shots": None,
-        "eval": cfg.eval_per_category,
-    }
-    if cfg.limit is not None:
-        # the DSV split only feeds dsv_per_category pairs, the shots split 8 examples: uncapped
-        for k in ("probe", "select", "eval"):
-            cap = caps[k]
-            caps[k] = cfg.limit if cap is None else min(cap, cfg.limit)
+    splits = split_by_template(items, cfg.data.fractions, seed=cfg.fit.seed)
+    caps = cfg.data.caps()
 
     def pick(name: str) -> list[Any]:
         cap = caps[name]
         items_ = splits[name].items
-        return list(items_) if cap is None else subsample(items_, cap, seed=cfg.seed)
+        return list(items_) if cap is None else subsample(items_, cap, seed=cfg.fit.seed)
 
     chosen = {name: pick(name) for name in splits}
-    needs_shots = cfg.prompt_format == "few_shot" or cfg.paper_few_shot
-    shots = few_shot_examples(chosen["shots"], 8, seed=cfg.seed) if needs_shots else None
+    needs_shots = cfg.fit.prompt_format == "few_shot" or cfg.data.paper_few_shot
+    shots = few_shot_examples(chosen["shots"], 8, seed=cfg.fit.seed) if needs_shots else None
     timings["load_data"] = time.perf_counter() - t
     say(
         f"BBQ: {len(items)} items; splits: " + ", ".join(f"{k}={len(v)}" for k, v in chosen.items())
@@ -105,7 +94,7 @@ def _prepare(cfg: RunConfig, progress: bool, say: Any, restart: bool) -> _Prepar
     )
 
     t = time.perf_counter()
-    fcfg = cfg.fairsteer_config()
+    fcfg = cfg.fit
     fit_kwargs = prep_fit_kwargs(prep, progress)
     fit_path, fs_path = rundir.path / "fit_data", rundir.path / "fairsteer"
     fit = None
@@ -149,33 +138,35 @@ def prep_fit_kwargs(prep: _Prepared, progress: bool) -> dict[str, Any]:
     cfg = prep.cfg
     return {
         "tokenizer": prep.tokenizer,
-        "hook_kind": cfg.hook_kind,
-        "layers": None,
-        "prompt_format": cfg.prompt_format,
-        "shots": prep.shots if cfg.prompt_format == "few_shot" else None,
-        "batch_size": cfg.batch_size,
-        "n_dsv_per_category": cfg.dsv_per_category,
-        "C": cfg.C,
-        "seed": cfg.seed,
+        "hook_kind": cfg.fit.hook_kind,
+        "layers": cfg.fit.layers,
+        "prompt_format": cfg.fit.prompt_format,
+        "shots": prep.shots if cfg.fit.prompt_format == "few_shot" else None,
+        "batch_size": cfg.fit.batch_size,
+        "n_dsv_per_category": cfg.fit.n_dsv_per_category,
+        "C": cfg.fit.C,
+        "seed": cfg.fit.seed,
         "progress": progress,
-        "scoring": cfg.scoring,
+        "scoring": cfg.fit.scoring,
         "extra_bad": prep.anchors,
-        "few_shot_too": prep.shots if cfg.paper_few_shot else None,
+        "few_shot_too": prep.shots if cfg.data.paper_few_shot else None,
     }
 
 
 def _mmlu_anchors(cfg: RunConfig, data_dir: Path) -> list[tuple[str, int]]:
-    if not cfg.mmlu_anchors:
+    if not cfg.data.mmlu_anchors:
         return []
     from fairlens.data.mmlu import load_mmlu, mmlu_anchor_prompts
 
     questions = load_mmlu(data_dir, "val")
-    return [(p, 1) for p in mmlu_anchor_prompts(questions, cfg.mmlu_anchors, seed=cfg.seed)]
+    return [
+        (p, 1) for p in mmlu_anchor_prompts(questions, cfg.data.mmlu_anchors, seed=cfg.fit.seed)
+    ]
 
 
 def _cost_note(cfg: RunConfig, chosen: dict[str, list[Any]], anchors: list[Any]) -> str:
     """How many prompts the preset runs, and what that costs on this machine's CPU."""
-    n_fit = len(chosen["probe"]) * (2 if cfg.paper_few_shot else 1) + len(anchors)
+    n_fit = len(chosen["probe"]) * (2 if cfg.data.paper_few_shot else 1) + len(anchors)
     n_select = len(chosen["select"])
     n_eval = len(chosen["eval"])
     prompts = n_fit + n_select + 2 * n_eval  # the eval split runs plain and instructed prompts
@@ -184,6 +175,6 @@ def _cost_note(cfg: RunConfig, chosen: dict[str, list[Any]], anchors: list[Any])
     return (
         f"preset {cfg.preset!r}: about {prompts:,} prompt passes ({n_fit:,} fit, {n_select:,} "
         f"selection, {n_eval:,} x 2 eval) plus the panel; on 2 CPU cores that is ~"
-        f"{prompts * 1.3 * (5 if cfg.paper_few_shot else 1) / 3600:.1f} h for a 1.5B model and "
+        f"{prompts * 1.3 * (5 if cfg.data.paper_few_shot else 1) / 3600:.1f} h for a 1.5B model and "
         "~5x that for a 7B one: meant for a GPU (pass --limit N to cap items per category)"
     )

@@ -4,24 +4,22 @@ JSON round trip.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
 from fairlens.backend import HOOK_KINDS
 from fairlens.data import PromptFormat
-from fairlens.detect.gates import get_gate
-from fairlens.directions import get_direction_method
+from fairlens.detect.gates import GATES, get_gate
+from fairlens.directions import DIRECTION_METHODS, get_direction_method
 from fairlens.errors import ConfigError
 from fairlens.scoring.letters import ScoringMode
+from fairlens.search.space import DEFAULT_ALPHAS
 from fairlens.steer.steerer import PositionPolicy, SteeringConfig
 
 Selection = Literal["search", "bbq", "probe"]
 
 
 SELECTIONS: tuple[str, ...] = ("search", "bbq", "probe")
-
-
-DEFAULT_ALPHAS: tuple[float, ...] = (0.1, 0.2, 0.4, 0.8)
 
 
 @dataclass(frozen=True)
@@ -37,7 +35,10 @@ class FairSteerConfig:
         scope: ``"colon"`` (one layer at the steered position), ``"band"`` (``band_width``
             consecutive layers, gated once at the first) or ``"all"`` (every position).
         band_width: Layers in a band.
-        selection: How layer and strength are chosen (module docstring).
+        selection: How layer and strength are chosen on the selection split: 'search' (highest
+            ambiguous accuracy among the settings whose disambiguated accuracy is >= base -
+            margin), 'bbq' (the reference: overall accuracy at a fixed alpha) or 'probe' (best
+            probe accuracy; for comparison only).
         alpha: A fixed strength (in ``alpha_unit``); None: searched over ``alphas`` by
             ``selection="search"``, 1.0 for the other selections.
         alphas: Strengths tried by ``selection="search"``.
@@ -49,18 +50,21 @@ class FairSteerConfig:
         C: Probe regularisation (paper: 1.0).
         n_dsv_per_category: Contrastive pairs per category (paper: 10).
         scoring: How answers are read (``"letter"``: the paper's; ``"loglik"``).
-        prompt_format: Prompt format.
+        prompt_format: Prompt format (few_shot: 8 examples from the shots split).
         positions: Position policy (None: ``"generated"`` for letter scoring, ``"all"`` for loglik
             and for scope ``"all"``).
         batch_size: Prompts per forward pass.
-        seed: Probe split and pair choice.
+        seed: Random seed of the probe's validation split and the pair choice (in a run, also
+            of the template splits and every subsample).
     """
 
-    hook_kind: str = "resid_post"
+    hook_kind: str = field(
+        default="resid_post", metadata={"choices": tuple(k for k in HOOK_KINDS if k != "z")}
+    )
     layers: tuple[int, ...] | None = None
     layer: int | None = None
-    direction: str = "dsv"
-    gate: str = "bad"
+    direction: str = field(default="dsv", metadata={"choices": DIRECTION_METHODS})
+    gate: str = field(default="bad", metadata={"choices": GATES})
     scope: Literal["colon", "band", "all"] = "colon"
     band_width: int = 3
     selection: Selection = "search"
@@ -70,9 +74,9 @@ class FairSteerConfig:
     tau: float = 0.5
     margin: float = 0.02
     C: float = 1.0
-    n_dsv_per_category: int | None = 10
+    n_dsv_per_category: int | None = field(default=10, metadata={"key": "dsv_per_category"})
     scoring: ScoringMode = "letter"
-    prompt_format: PromptFormat = "zero_shot"
+    prompt_format: PromptFormat = field(default="zero_shot", metadata={"flags": ("--format",)})
     positions: PositionPolicy | None = None
     batch_size: int = 16
     seed: int = 42

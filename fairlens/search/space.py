@@ -22,6 +22,10 @@ MODES: tuple[str, ...] = ("static", "dynamic")
 ALPHA_UNITS: tuple[str, ...] = ("relative", "absolute")
 
 
+DEFAULT_ALPHAS: tuple[float, ...] = (0.1, 0.2, 0.4, 0.8)
+"""Relative strengths tried when none is given (FairSteer's selection and the search)."""
+
+
 METRICS: tuple[str, ...] = ("acc_ambig", "acc_disambig", "acc_overall", "s_amb", "s_dis")
 
 

@@ -148,7 +148,7 @@ def test_missing_text_corpus_file(capsys, tmp_path, monkeypatch):
         (["search", "--direction", "dvs"], ["invalid choice: 'dvs'"]),
         (["search", "--search-directions", "probe", "magic"], ["invalid choice: 'magic'"]),
         (["run", "--selection", "top3"], ["invalid choice: 'top3'"]),
-        (["search", "--layer", "two"], ["invalid int value"]),
+        (["search", "--layer", "two"], ["'two' is not an integer"]),
     ],
 )
 def test_usage_errors_are_one_line(capsys, argv, needles):
@@ -161,7 +161,7 @@ def test_usage_errors_are_one_line(capsys, argv, needles):
     [
         ({"search_alphas": [0.1, 1e400]}, "finite"),
         ({"search_taus": [2.0]}, "taus are probabilities"),
-        ({"search_scopes": ["everywhere"]}, "unknown search scopes"),
+        ({"search_scopes": ["everywhere"]}, "'search_scopes' takes one of 'colon', 'band', 'all'"),
         ({"margin": -0.1}, "margin"),
         ({"preset": "fast"}, "unknown preset"),
         ({"direction": "unknown-dir"}, "unknown direction method"),

@@ -17,11 +17,12 @@ from tests.conftest import synthetic_items
 
 def test_preset_settings_and_overrides():
     cfg = RunConfig.from_preset("paper")
-    assert cfg.preset == "paper" and cfg.selection == "bbq" and cfg.alpha == 1.0
-    assert cfg.alpha_unit == "absolute" and cfg.tau == 0.5 and cfg.paper_few_shot
-    assert cfg.probe_per_category is None and cfg.mmlu_anchors == PRESETS["paper"]["mmlu_anchors"]
-    assert RunConfig.from_preset("paper", limit=3, mmlu_anchors=10).limit == 3
-    assert cfg.fairsteer_config().direction == "dsv"
+    assert cfg.preset == "paper" and cfg.fit.selection == "bbq" and cfg.fit.alpha == 1.0
+    assert cfg.fit.alpha_unit == "absolute" and cfg.fit.tau == 0.5 and cfg.data.paper_few_shot
+    assert cfg.data.probe_per_category is None
+    assert cfg.data.mmlu_anchors == PRESETS["paper"]["mmlu_anchors"]
+    assert RunConfig.from_preset("paper", limit=3, mmlu_anchors=10).data.limit == 3
+    assert cfg.fit.direction == "dsv" and cfg.flat()["alpha_unit"] == "absolute"
     with pytest.raises(ConfigError, match="unknown preset"):
         RunConfig.from_preset("fast")
 
