@@ -56,8 +56,10 @@ demo: setup
 	  --search-directions dsv dsv_balanced colon probe pca say_unknown optimised \
 	  --threads $${FAIRLENS_THREADS:-2}
 
+# The committed figures: the demo run's own fit (runs/smollm2-demo, resumed when `make demo` ran;
+# same data and fit settings, seed 42), analysed and written to figures/.
 figures: setup
-	$(BIN)/fairlens figures --out-dir figures --threads $${FAIRLENS_THREADS:-2}
+	$(BIN)/fairlens figures --name smollm2-demo --figures-dir figures --threads $${FAIRLENS_THREADS:-2}
 
 lint: setup
 	$(BIN)/ruff check fairlens tests benchmarks

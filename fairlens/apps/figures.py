@@ -1,10 +1,15 @@
-"""Regenerate the paper figures: run every analysis on a small BBQ subset and write HTML + PNG/SVG.
+"""The paper figures of a run: every analysis on the run's own fit, written as HTML + PNG/SVG.
 
-:func:`regenerate_figures` is what ``fairlens figures`` runs. It extracts activations once (all
-hook kinds and ``hook_z`` at the last prompt token of the labelled probe items), computes one DSV
-per BBQ category from template-disjoint items, and scores a held-out evaluation subset under
-steering and ablation. Static images are written with plotly's exporter (kaleido, which needs a
-Chrome/Chromium: ``apt-get install chromium`` on Debian); ``formats=("html",)`` skips them.
+:func:`regenerate_figures` is what ``fairlens figures`` runs. It takes the run's settings
+(:class:`~fairlens.apps.run_config.RunConfig`: the same flags and ``--config`` as ``fairlens run``),
+resumes the run folder's FitData and FairSteer (or fits them with ``FairSteer.fit`` and saves them,
+exactly as ``fairlens run`` would), so the figures show the fit the report describes: its BAD
+labels (the model's own answers from the fit pass; nothing is scored twice), its probe sweep, its
+DSV, its layer and strength. On top it extracts the other hook kinds and ``hook_z`` of the
+labelled probe items (one analysis pass), per-category DSVs, and scores the selection split under
+the steering sweep and the ablations (the eval split is never touched). Static images are written
+with plotly's exporter (kaleido, which needs a Chrome/Chromium: ``apt-get install chromium`` on
+Debian); ``formats=("html",)`` skips them.
 """
 
 from __future__ import annotations
@@ -18,60 +23,73 @@ from typing import TYPE_CHECKING, Any
 from fairlens.errors import ConfigError, FairlensError
 
 if TYPE_CHECKING:
-    from fairlens.scoring.letters import ScoringMode
+    from fairlens.apps.run_config import RunConfig
+    from fairlens.data import BBQItem
+    from fairlens.fairsteer.estimator import FairSteer
+    from fairlens.steer.fit_data import FitData
 
-__all__ = ["FigureSizes", "build_figures", "regenerate_figures", "write_figures"]
+__all__ = ["FigureSizes", "build_figures", "figures_for_run", "regenerate_figures", "write_figures"]
 
 HOOK_KINDS_SWEPT = ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out")
 
 
 @dataclass(frozen=True)
 class FigureSizes:
-    """How much data the figures are computed on (per BBQ category unless noted).
+    """How much the figures compute on top of the run's fit.
 
     Attributes:
-        probe_per_category: Probe items scored and (if labelled) used for separability.
-        dsv_per_category: Contrastive pairs per category for the DSVs.
-        eval_per_category: Items scored per steering/ablation setting.
-        sweep_layers: Number of candidate layers in the steering sweep (best probe layers).
-        alphas: Steering strengths swept.
-        categories: BBQ categories (None = all 11).
+        steer_items_per_category: Selection-split items per category scored under every steering
+            sweep setting and ablation.
+        category_pairs: Contrastive pairs per category for the per-category DSVs (their cosines).
+        sweep_layers: Best probe layers in the steering sweep (the run's layer is always added).
+        sweep_alphas: Strengths of the steering sweep, in the run's alpha unit (None: the run's
+            alphas).
     """
 
-    probe_per_category: int = 10
-    dsv_per_category: int = 5
-    eval_per_category: int = 2
+    steer_items_per_category: int = 2
+    category_pairs: int = 5
     sweep_layers: int = 2
-    alphas: tuple[float, ...] = (1.0, 4.0)
-    categories: tuple[str, ...] | None = None
+    sweep_alphas: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
-        for name in ("probe_per_category", "dsv_per_category", "eval_per_category", "sweep_layers"):
+        for name in ("steer_items_per_category", "category_pairs", "sweep_layers"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}.")
-        if not self.alphas:
-            raise ConfigError("alphas must have at least one value.")
+        if self.sweep_alphas is not None and not self.sweep_alphas:
+            raise ConfigError("sweep_alphas must have at least one value.")
 
 
 SMALL = FigureSizes()
-FULL = FigureSizes(40, 10, 10, 4, (0.5, 1.0, 2.0, 4.0))
+FULL = FigureSizes(10, 10, 4, None)
 
 
 def build_figures(
     model: Any,
-    items: Sequence[Any],
+    fs: FairSteer,
+    fit: FitData,
+    select_items: Sequence[BBQItem],
+    dsv_items: Sequence[BBQItem],
     sizes: FigureSizes = SMALL,
     *,
-    scoring: ScoringMode = "letter",
-    seed: int = 0,
+    seed: int = 42,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Run the analyses and build every figure.
+    """Run the analyses on a fitted FairSteer and its fit data, and build every figure.
+
+    Args:
+        model: The ``HookedTransformer`` of the model ``fs`` was fitted on (e.g.
+            :func:`fairlens.models.hooked_twin` of the run's model).
+        fs: The fitted FairSteer (its gate sweep, DSV, layer and strength are shown).
+        fit: Its fit data (probe items, the model's answers to them, prompt format and shots).
+        select_items: The selection split (the steering sweep and ablations run on a subsample).
+        dsv_items: The DSV split (per-category DSVs).
+        sizes: What is computed on top of the fit.
+        seed: Subsample seed (the run's).
 
     Returns:
         ``(figures, summary)``: name -> plotly Figure, and a JSON-ready dict of the numbers behind
-        them (sizes, label counts, best layers).
+        them (sizes, label counts, layers, the sweeps).
     """
     import torch
 
@@ -79,34 +97,35 @@ def build_figures(
     import fairlens.plots as plots
     from fairlens.activations.extraction import Activations, extract_activations
     from fairlens.backend import encode
-    from fairlens.data import split_by_template, subsample
-    from fairlens.detect.layer_sweep import probe_sweep
+    from fairlens.data import subsample
+    from fairlens.detect.gates import gate_labels
     from fairlens.directions import pca_direction
-    from fairlens.scoring.letters import build_prompts, score_items
-    from fairlens.scoring.metrics import probe_labels
+    from fairlens.scoring.letters import build_prompts
 
     say = log or (lambda _m: None)
-    cats = set(sizes.categories) if sizes.categories else None
-    pool = [it for it in items if cats is None or it.category in cats]
-    # the steering sweep and the ablations run on a held-out "select" split (the sweep is a
-    # selection tool; nothing here is reported as an evaluation result)
-    splits = split_by_template(pool, {"probe": 0.6, "dsv": 0.1, "select": 0.3}, seed=seed)
-    probe_items = subsample(splits["probe"].items, sizes.probe_per_category, seed=seed)
-    eval_items = subsample(splits["select"].items, sizes.eval_per_category, seed=seed)
+    if not hasattr(fs, "layer_"):
+        raise ConfigError("the FairSteer is not fitted.", "fit it first (FairSteer.fit).")
+    if not select_items:
+        raise ConfigError("no selection items for the steering sweep.", "give the select split.")
+    eval_items = subsample(list(select_items), sizes.steer_items_per_category, seed=seed)
     tok = model.tokenizer
-
-    say(f"scoring {len(probe_items)} probe items ({scoring})")
-    base = score_items(model, probe_items, mode=scoring, progress=progress)
-    keep, y = probe_labels(probe_items, base.predictions)
-    kept = [probe_items[i] for i in keep]
-    groups = [f"{it.category}/{it.question_index}" for it in kept]
-    say(f"labels: {int(y.sum())} unbiased / {int((y == 0).sum())} biased")
-    seqs = encode(tok, build_prompts(kept, "zero_shot", tok, None))
+    cfg = fs.config
+    keep, y = gate_labels("bad", fit.probe_items, fit.predictions)  # the fit's BAD labels
+    kept = [fit.probe_items[i] for i in keep]
+    if len(set(y.tolist())) < 2:
+        raise ConfigError(
+            f"the BAD labels of the {len(kept)} labelled probe items have one class only.",
+            "use more probe items (--probe-per-category).",
+        )
+    groups = ["/".join(it.template_id) for it in kept]
+    say(f"BAD labels of the fit: {int(y.sum())} unbiased / {int((y == 0).sum())} biased")
+    seqs = encode(tok, build_prompts(kept, fit.prompt_format, tok, fit.shots))
     say("extracting activations (5 hook kinds + hook_z, all layers)")
     allacts = extract_activations(
         model, seqs, hooks=[*HOOK_KINDS_SWEPT, "z"], uids=[it.uid for it in kept],
         progress=progress, position="last_prompt_token",
     ).with_labels(torch.as_tensor(y))  # fmt: skip
+    sweep = fs.gates_[cfg.gate]  # the run's probe of every layer
 
     def subset(pred: Callable[[str], bool]) -> Activations:
         idx = [i for i, h in enumerate(allacts.hook_names) if pred(h)]
@@ -117,13 +136,10 @@ def build_figures(
 
     res_acts = subset(lambda h: not h.endswith("hook_z"))
     z_acts = subset(lambda h: h.endswith("hook_z"))
-    post = subset(lambda h: h.endswith("hook_resid_post"))
+    post = subset(lambda h: h in sweep.hook_names)
 
-    say("probe sweeps and separability metrics")
+    say("probe sweeps over hook kinds and separability metrics")
     hts = an.hook_type_sweep(res_acts, groups=groups, cv_folds=3)
-    sweep = probe_sweep(
-        post.acts, y, layers=post.layers, hook_names=post.hook_names, groups=groups, cv_folds=3
-    )
     metrics = an.separability_metrics(post, groups=groups, sweep=sweep)
     heads = an.head_sweep_from_acts(
         z_acts,
@@ -136,14 +152,14 @@ def build_figures(
     say("DSVs per category")
     dsvs = an.category_dsvs(
         model,
-        splits["dsv"].items,
-        hooks="resid_post",
-        n_per_category=sizes.dsv_per_category,
+        dsv_items,
+        hooks=cfg.hook_kind,
+        n_per_category=sizes.category_pairs,
         progress=progress,
     )
-    dsv = an.pooled_dsv(dsvs)
-    best = sweep.best_layer()
-    best_hook = post.hook_names[post.layers.index(best)]
+    dsv = fs.dsv_  # the run's steering direction, every fitted layer
+    layer = fs.layer_
+    hook = fs.hook_name_
 
     figs: dict[str, Any] = {
         "01_probe_accuracy_heatmap": plots.hook_type_heatmap(hts),
@@ -164,7 +180,7 @@ def build_figures(
         ),
         "08_head_probe_accuracy": plots.head_heatmap(heads),
         "09_dsv_cosine_layers": plots.cosine_heatmap(an.layer_cosines(dsv)),
-        "10_dsv_cosine_categories": plots.cosine_heatmap(an.category_cosines(dsvs, best_hook)),
+        "10_dsv_cosine_categories": plots.cosine_heatmap(an.category_cosines(dsvs, hook)),
         "11_direction_methods": plots.method_cosine_curves(
             an.method_cosines(
                 {
@@ -177,17 +193,19 @@ def build_figures(
         ),
     }
 
-    say(f"steering sweep on {len(eval_items)} eval items")
-    source = an.SteererFactory(sweep, dsv)
-    ranked = sorted(sweep.scores, key=lambda s: -s.accuracy)[: sizes.sweep_layers]
-    layers = sorted(s.layer for s in ranked)
+    best = sweep.best_layer()
+    ranked = [best] + [s.layer for s in sorted(sweep.scores, key=lambda s: -s.accuracy)]
+    layers = sorted({*list(dict.fromkeys(ranked))[: sizes.sweep_layers], layer})
+    alphas = sizes.sweep_alphas or cfg.alphas
+    say(f"steering sweep on {len(eval_items)} selection items (layers {layers}, alphas {alphas})")
     ssweep = an.steering_sweep(
         model,
         eval_items,
-        source,
+        fs,
         layers=layers,
-        alphas=sizes.alphas,
-        scoring=scoring,
+        alphas=alphas,
+        scoring=cfg.scoring,
+        prompt_format=fit.prompt_format,
         progress=progress,
     )
     figs["12_steering_heatmap_acc_ambig"] = plots.sweep_heatmap(ssweep, "acc_ambig")
@@ -195,39 +213,75 @@ def build_figures(
     figs["14_tradeoff"] = plots.tradeoff_scatter(ssweep)
 
     say("ablations")
-    mlp = f"blocks.{best}.hook_mlp_out"
+    mlp = f"blocks.{layer}.hook_mlp_out"
     mean = an.mean_activation(model, seqs[: min(len(seqs), 16)], mlp)
     effect = an.ablation_effect(
         model,
         eval_items,
         {
-            f"DSV out @ L{best}": lambda: an.directional_ablation(
-                model, best_hook, dsv.at(best_hook)
-            ),
-            f"mean MLP @ L{best}": lambda: an.mean_ablation(model, mlp, mean),
-            f"zero MLP @ L{best}": lambda: an.zero_ablation(model, mlp),
+            f"DSV out @ L{layer}": lambda: an.directional_ablation(model, hook, dsv.at(hook)),
+            f"mean MLP @ L{layer}": lambda: an.mean_ablation(model, mlp, mean),
+            f"zero MLP @ L{layer}": lambda: an.zero_ablation(model, mlp),
         },
-        scoring=scoring,
+        scoring=cfg.scoring,
         progress=progress,
     )
     figs["15_ablation_effects"] = plots.ablation_bars(effect)
     item = next((it for it in eval_items if it.is_ambiguous), eval_items[0])
-    figs["16_token_view"] = plots.token_figure(
-        an.token_view(model, item, source.steerer(layer=best))
-    )
+    figs["16_token_view"] = plots.token_figure(an.token_view(model, item, fs.steerer()))
     summary = {
         "sizes": asdict(sizes),
-        "scoring": scoring,
-        "n_probe_items": len(probe_items),
+        "fairsteer": {
+            "layer": layer,
+            "alpha": fs.alpha_,
+            "alpha_unit": cfg.alpha_unit,
+            "direction": cfg.direction,
+            "gate": cfg.gate,
+            "tau": cfg.tau,
+            "scoring": cfg.scoring,
+            "seed": cfg.seed,
+        },
+        "n_probe_items": len(fit.probe_items),
         "n_labelled": len(kept),
         "unbiased": int(y.sum()),
         "biased": int((y == 0).sum()),
-        "n_eval_items": len(eval_items),
-        "best_probe_layer": best,
+        "n_steer_items": len(eval_items),
+        "best_probe_layer": sweep.best_layer(),
         "hook_type_sweep": hts.to_dict(),
         "steering_sweep": ssweep.to_dict(),
         "ablation": effect.to_dict(),
     }
+    return figs, summary
+
+
+def figures_for_run(
+    cfg: RunConfig,
+    sizes: FigureSizes = SMALL,
+    *,
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The figures of run ``cfg``: its fit resumed from the run folder (or fitted and saved there,
+    as ``fairlens run`` does), then :func:`build_figures`. The summary records the run."""
+    from fairlens.apps.run_prepare import _prepare
+    from fairlens.models import hooked_twin
+
+    say = log or (lambda _m: None)
+    prep = _prepare(cfg, progress, say, restart=False)
+    say("building the HookedTransformer twin for the analyses")
+    model = hooked_twin(prep.hf_model, prep.tokenizer)
+    figs, summary = build_figures(
+        model,
+        prep.fs,
+        prep.fit,
+        prep.chosen["select"],
+        prep.chosen["dsv"],
+        sizes,
+        seed=cfg.fit.seed,
+        progress=progress,
+        log=say,
+    )
+    summary["run"] = {"folder": str(prep.rundir.path), "config": cfg.flat()}
     return figs, summary
 
 
@@ -273,55 +327,27 @@ def write_figures(
 
 
 def regenerate_figures(
+    cfg: RunConfig,
     out_dir: str | Path = "figures",
-    model: str | Any = "smollm2-135m",
+    sizes: FigureSizes = SMALL,
     *,
-    data_dir: str | Path | None = None,
-    small: bool = True,
-    sizes: FigureSizes | None = None,
-    scoring: ScoringMode = "letter",
     formats: Sequence[str] = ("html", "png", "svg"),
-    threads: int | None = None,
-    seed: int = 0,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Load the model and BBQ, build every figure and write it to ``out_dir``.
-
-    Args:
-        out_dir: Output folder (created).
-        model: Model spec for :func:`fairlens.load_model`, or an already loaded ``HookedTransformer``.
-        data_dir: Folder holding ``bbq/`` (default: the usual search, ``$FAIRLENS_DATA_DIR`` first).
-        small: Use the CPU-friendly :data:`SMALL` subset (else :data:`FULL`); ``sizes`` overrides.
-        scoring: ``"letter"`` (paper) or ``"loglik"``.
-        formats: Any of ``"html"``, ``"png"``, ``"svg"``.
-        threads: CPU threads (default ``$FAIRLENS_THREADS`` or 1).
-        seed: Split and subsample seed.
-        progress: Progress bars.
-        log: Called with one-line status messages.
+    """Build the figures of run ``cfg`` (:func:`figures_for_run`) and write them to ``out_dir``.
 
     Returns:
         The summary dict (also written as ``summary.json``) with ``files`` and ``seconds`` added.
     """
     import json
 
-    from fairlens.data import load_bbq, resolve_data_dir
-    from fairlens.models import load_model
-    from fairlens.runtime import set_threads
-
-    if scoring not in ("letter", "loglik"):
-        raise ConfigError(f"scoring must be 'letter' or 'loglik', got {scoring!r}.")
     start = time.perf_counter()
-    set_threads(threads)
+    bad = sorted(set(formats) - {"html", "png", "svg"})
+    if bad:  # before any model work
+        raise ConfigError(f"Unknown figure formats {bad}; valid: html, png, svg.")
     say = log or (lambda _m: None)
-    if isinstance(model, str):
-        say(f"loading model {model!r}")
-        model = load_model(model)
-    chosen = sizes or (SMALL if small else FULL)
-    items = load_bbq(resolve_data_dir(data_dir) / "bbq", chosen.categories)
-    figs, summary = build_figures(
-        model, items, chosen, scoring=scoring, seed=seed, progress=progress, log=say
-    )
+    figs, summary = figures_for_run(cfg, sizes, progress=progress, log=say)
     say(f"writing {len(figs)} figures to {out_dir}")
     files = write_figures(figs, out_dir, formats)
     summary["files"] = [str(f) for f in files]

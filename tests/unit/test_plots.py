@@ -139,7 +139,9 @@ def test_write_html_and_cli_registration(tmp_path):
         write_figures({"t": fig}, tmp_path, formats=("gif",))
     parser = argparse.ArgumentParser()
     register_cli(parser.add_subparsers())
-    args = parser.parse_args(["figures", "--out-dir", "x", "--alphas", "1", "2", "--full"])
-    assert args.out_dir == "x" and args.alphas == [1.0, 2.0] and args.small is False
+    argv = ["figures", "--figures-dir", "x", "--sweep-alphas", "1", "2", "--full", "--name", "r"]
+    args = parser.parse_args(argv)
+    assert args.figures_dir == "x" and args.sweep_alphas == [1.0, 2.0] and args.full
+    assert args.name == "r" and not hasattr(args, "restart")  # the run's flags, resumed only
     with pytest.raises(ConfigError):
-        FigureSizes(probe_per_category=0)
+        FigureSizes(steer_items_per_category=0)
