@@ -80,6 +80,7 @@ def tiny_hooked(
 ) -> tuple[Any, Any, Any]:
     """``(hooked_transformer, hf_model, tokenizer)`` sharing the same random weights."""
     from fairlens.models import attach_model_info
+    from fairlens.models.info import set_model_info
 
     tokenizer = tiny_tokenizer()
     hf_model = tiny_llama(seed=seed, **llama_kwargs)
@@ -87,5 +88,5 @@ def tiny_hooked(
     hooked = hooked_from_hf(hf_model, tokenizer, processing=weight_processing, n_ctx=4096)
     info = attach_model_info(hooked, name=f"tiny-llama-seed{seed}", processing=weight_processing)
     if info.processing.is_identity:  # same weights, same coordinates: one identity for both
-        hf_model.fairlens_info = info
+        set_model_info(hf_model, info)
     return hooked, hf_model, tokenizer

@@ -36,6 +36,7 @@ from fairlens.backend import (
     resolve_hooks,
 )
 from fairlens.errors import ConfigError
+from fairlens.model_types import Model
 
 
 @dataclass(frozen=True)
@@ -134,7 +135,7 @@ class _StopForward(Exception):
 
 @contextmanager
 def _capturing(
-    model: Any,
+    model: Model,
     names: Sequence[str],
     capture: Callable[[str], Callable[[Tensor], Tensor]],
     stop: int,
@@ -151,7 +152,7 @@ def _capturing(
         yield
 
 
-def _forward_until(model: Any, batch: Batch, stop: int) -> None:
+def _forward_until(model: Model, batch: Batch, stop: int) -> None:
     """Run the model up to (and including) layer ``stop - 1``; skip the unembedding."""
     check_context(model, batch)
     if is_hooked(model):
@@ -167,7 +168,7 @@ def _forward_until(model: Any, batch: Batch, stop: int) -> None:
 
 
 def extract_activations(
-    model: Any,
+    model: Model,
     sequences: Sequence[Sequence[int]],
     *,
     hooks: str | Sequence[str] | None = None,

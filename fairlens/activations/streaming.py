@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from fairlens.activations.extraction import extract_activations
 from fairlens.backend import resolve_hooks
 from fairlens.errors import ArtifactError, ConfigError
+from fairlens.model_types import Model
 
 DATA = "acts.f16"
 PROGRESS = "progress.json"
@@ -39,7 +40,7 @@ def _write_json(path: Path, payload: dict[str, Any]) -> None:
 
 
 def extract_to_disk(
-    model: Any,
+    model: Model,
     sequences: Sequence[Sequence[int]],
     out_dir: str | Path,
     *,

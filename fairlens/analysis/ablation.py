@@ -27,16 +27,19 @@ from tqdm.auto import tqdm
 from fairlens.backend import (
     add_hooks,
     hook_name,
+    is_hooked,
     length_sorted_chunks,
     model_device,
     pad_id,
     pad_sequences,
     parse_hook_name,
+    resolve_tokenizer,
     validate_hook,
 )
 from fairlens.data import BBQItem, PromptFormat
 from fairlens.directions import project_out
 from fairlens.errors import ConfigError, HookPointError
+from fairlens.model_types import Model
 from fairlens.scoring.letters import ScoringMode, score_items
 from fairlens.scoring.metrics import bbq_metrics
 
@@ -54,7 +57,7 @@ __all__ = [
 AblationMethod = Literal["directional", "mean", "zero"]
 
 
-def _resolve(model: Any, hook: str, head: int | None) -> str:
+def _resolve(model: Model, hook: str, head: int | None) -> str:
     """Validated full hook name; a head needs ``hook_z`` (kind ``"z"``)."""
     if "." not in hook:
         raise HookPointError(
@@ -69,14 +72,15 @@ def _resolve(model: Any, hook: str, head: int | None) -> str:
                 f"Head ablation needs an attention hook_z point; received {name!r}.",
                 "Use blocks.{layer}.attn.hook_z with head=...",
             )
-        if not 0 <= head < model.cfg.n_heads:
-            raise HookPointError(f"Head {head} out of range (0..{model.cfg.n_heads - 1}).")
+        n_heads = int(model.cfg.n_heads) if is_hooked(model) else 0  # hook_z exists only in TL
+        if not 0 <= head < n_heads:
+            raise HookPointError(f"Head {head} out of range (0..{n_heads - 1}).")
     return name
 
 
 @contextmanager
 def directional_ablation(
-    model: Any, hook: str, direction: Float[Tensor, " d_model"]
+    model: Model, hook: str, direction: Float[Tensor, " d_model"]
 ) -> Iterator[None]:
     """Project ``direction`` out of ``hook``'s activation at every position.
 
@@ -92,7 +96,7 @@ def directional_ablation(
         yield
 
 
-def _replace(model: Any, hook: str, head: int | None, value: Callable[[Tensor], Tensor]) -> Any:
+def _replace(model: Model, hook: str, head: int | None, value: Callable[[Tensor], Tensor]) -> Any:
     name = _resolve(model, hook, head)
 
     def fn(act: Tensor) -> Tensor:
@@ -107,7 +111,7 @@ def _replace(model: Any, hook: str, head: int | None, value: Callable[[Tensor], 
 
 
 @contextmanager
-def zero_ablation(model: Any, hook: str, *, head: int | None = None) -> Iterator[None]:
+def zero_ablation(model: Model, hook: str, *, head: int | None = None) -> Iterator[None]:
     """Set ``hook``'s activation (or one head's ``z``) to zero at every position."""
     with _replace(model, hook, head, torch.zeros_like):
         yield
@@ -115,7 +119,7 @@ def zero_ablation(model: Any, hook: str, *, head: int | None = None) -> Iterator
 
 @contextmanager
 def mean_ablation(
-    model: Any, hook: str, mean: Float[Tensor, "..."], *, head: int | None = None
+    model: Model, hook: str, mean: Float[Tensor, "..."], *, head: int | None = None
 ) -> Iterator[None]:
     """Replace ``hook``'s activation (or one head's ``z``) by ``mean`` at every position.
 
@@ -134,7 +138,7 @@ def mean_ablation(
 
 
 def mean_activation(
-    model: Any, sequences: Sequence[Sequence[int]], hook: str, *, batch_size: int = 16
+    model: Model, sequences: Sequence[Sequence[int]], hook: str, *, batch_size: int = 16
 ) -> Tensor:
     """Mean of ``hook``'s activation over every real (non-pad) token of ``sequences``.
 
@@ -158,7 +162,7 @@ def mean_activation(
     with add_hooks(model, [(name, capture)]), torch.no_grad():
         for rows in length_sorted_chunks([len(s) for s in sequences], batch_size):
             batch = pad_sequences(
-                [sequences[r] for r in rows], pad_token_id=pad_id(model.tokenizer)
+                [sequences[r] for r in rows], pad_token_id=pad_id(resolve_tokenizer(model))
             ).to(model_device(model))
             mask = batch.attention_mask
             model(batch.input_ids, attention_mask=batch.attention_mask, stop_at_layer=stop)
@@ -167,7 +171,7 @@ def mean_activation(
 
 
 def ablate(
-    model: Any,
+    model: Model,
     hook: str,
     method: AblationMethod,
     *,
@@ -248,7 +252,7 @@ def _row(name: str, items: Sequence[BBQItem], preds: Any) -> AblationRow:
 
 
 def ablation_effect(
-    model: Any,
+    model: Model,
     items: Sequence[BBQItem],
     ablations: Mapping[str, Callable[[], AbstractContextManager[Any]]],
     *,

@@ -23,9 +23,11 @@ from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from fairlens.backend import resolve_tokenizer
 from fairlens.data import BBQItem, PromptFormat, contrastive_pairs
 from fairlens.directions import Directions, compute_dsv, cosine
 from fairlens.errors import ConfigError
+from fairlens.model_types import Model
 
 __all__ = [
     "CosineMatrix",
@@ -88,7 +90,7 @@ def layer_cosines(directions: Directions) -> CosineMatrix:
 
 
 def category_dsvs(
-    model: Any,
+    model: Model,
     items: Sequence[BBQItem],
     *,
     hooks: str | Sequence[str] | None = None,
@@ -113,7 +115,7 @@ def category_dsvs(
         batch_size: Sequences per forward pass.
         progress: Show a progress bar over categories.
     """
-    tok = model.tokenizer
+    tok = resolve_tokenizer(model)
     by_cat: dict[str, list[BBQItem]] = {}
     for it in items:
         by_cat.setdefault(it.category, []).append(it)

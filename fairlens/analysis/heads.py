@@ -15,6 +15,7 @@ from fairlens.activations.extraction import Activations, extract_activations
 from fairlens.backend import parse_hook_name
 from fairlens.detect.layer_sweep import probe_sweep
 from fairlens.errors import ConfigError
+from fairlens.model_types import HookedModel
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,7 @@ class HeadSweep:
 
 
 def head_probe_sweep(
-    model: Any,
+    model: HookedModel,
     sequences: Sequence[Sequence[int]],
     labels: Any,
     *,

@@ -32,9 +32,10 @@ from fairlens.data import BBQItem, PromptFormat
 from fairlens.detect.layer_sweep import SweepResult
 from fairlens.directions import Directions
 from fairlens.errors import ConfigError
+from fairlens.model_types import Model, Tokenizer
 from fairlens.scoring.letters import ScoringMode, score_items
 from fairlens.scoring.metrics import BBQMetrics, bbq_metrics
-from fairlens.steer.steerer import Steerer, SteeringConfig
+from fairlens.steer.steerer import PositionPolicy, Steerer, SteeringConfig, SteerMode
 
 __all__ = ["METRICS", "SteererFactory", "SteeringPoint", "SteeringSweep", "steering_sweep"]
 
@@ -51,10 +52,10 @@ class SteererSource(Protocol):
     def steerer(
         self,
         *,
-        mode: Any = ...,
+        mode: SteerMode = ...,
         alpha: float | None = ...,
         tau: float | None = ...,
-        positions: Any = ...,
+        positions: PositionPolicy | None = ...,
         layer: int | None = ...,
     ) -> Steerer: ...
 
@@ -74,7 +75,7 @@ class SteererFactory:
 
     sweep: SweepResult
     directions: Directions
-    positions: str = "generated"
+    positions: PositionPolicy = "generated"
 
     def __post_init__(self) -> None:
         missing = [h for h in self.sweep.hook_names if h not in self.directions.hook_names]
@@ -84,10 +85,10 @@ class SteererFactory:
     def steerer(
         self,
         *,
-        mode: Any = "dynamic",
+        mode: SteerMode = "dynamic",
         alpha: float | None = None,
         tau: float | None = None,
-        positions: Any = None,
+        positions: PositionPolicy | None = None,
         layer: int | None = None,
     ) -> Steerer:
         """A steerer at ``layer`` (default: the sweep's best layer)."""
@@ -206,19 +207,19 @@ class SteeringSweep:
 
 
 def steering_sweep(
-    model: Any,
+    model: Model,
     items: Sequence[BBQItem],
     source: SteererSource,
     *,
     layers: Sequence[int],
     alphas: Sequence[float] = (0.5, 1.0, 2.0),
     taus: Sequence[float] = (0.5,),
-    modes: Sequence[str] = ("dynamic", "static"),
+    modes: Sequence[SteerMode] = ("dynamic", "static"),
     scoring: ScoringMode = "letter",
     prompt_format: PromptFormat = "zero_shot",
-    positions: str | None = None,
+    positions: PositionPolicy | None = None,
     batch_size: int = 16,
-    tokenizer: Any | None = None,
+    tokenizer: Tokenizer | None = None,
     exclude: Sequence[BBQItem] = (),
     progress: bool = False,
 ) -> SteeringSweep:
@@ -253,7 +254,7 @@ def steering_sweep(
     if not layers or not alphas or not taus:
         raise ConfigError("layers, alphas and taus must each have at least one value.")
     _check_templates(items, source, exclude)
-    settings: list[tuple[str, int, float, float]] = []
+    settings: list[tuple[SteerMode, int, float, float]] = []
     for mode, layer, alpha in product(modes, layers, alphas):
         for tau in taus if mode == "dynamic" else (float("nan"),):
             settings.append((mode, int(layer), float(alpha), float(tau)))
@@ -280,16 +281,16 @@ def steering_sweep(
 class _SweepPlan:
     """What both sweep engines need: the model, the items, the steerer source and the settings."""
 
-    model: Any
+    model: Model
     items: tuple[BBQItem, ...]
-    source: Any
-    settings: tuple[tuple[str, int, float, float], ...]
+    source: SteererSource
+    settings: tuple[tuple[SteerMode, int, float, float], ...]
     layers: tuple[int, ...]
     alphas: tuple[float, ...]
     prompt_format: PromptFormat
-    positions: str | None
+    positions: PositionPolicy | None
     batch_size: int
-    tokenizer: Any | None
+    tokenizer: Tokenizer | None
     progress: bool
     scoring: ScoringMode
 
@@ -325,7 +326,9 @@ def _full_sweep(plan: _SweepPlan) -> tuple[SteeringPoint, list[SteeringPoint], s
     return base, points, hook_kind
 
 
-def _check_templates(items: Sequence[BBQItem], source: Any, exclude: Sequence[BBQItem]) -> None:
+def _check_templates(
+    items: Sequence[BBQItem], source: SteererSource, exclude: Sequence[BBQItem]
+) -> None:
     # the fit split (probe and DSV items) is refused; the steerer's own selection split is not:
     # a sweep is another selection on it, and both stay disjoint from the eval split
     fitted = set(getattr(source, "fitted_templates_", None) or ()) - set(
@@ -346,8 +349,8 @@ def _check_templates(items: Sequence[BBQItem], source: Any, exclude: Sequence[BB
 
 def _cached_sweep(plan: _SweepPlan) -> tuple[SteeringPoint, list[SteeringPoint], str]:
     """The sweep on a prefix cache: one static forward per (layer, alpha), dynamic composed."""
-    from fairlens.backend import encode
-    from fairlens.scoring.letters import build_prompts, letter_token_ids, resolve_tokenizer
+    from fairlens.backend import encode, resolve_tokenizer
+    from fairlens.scoring.letters import build_prompts, letter_token_ids
     from fairlens.scoring.prefix_cache import PrefixCache
 
     model, items, source = plan.model, plan.items, plan.source

@@ -15,9 +15,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from fairlens.backend import add_hooks, model_device
+from fairlens.backend import add_hooks, model_device, resolve_tokenizer
 from fairlens.data import BBQItem, PromptFormat, format_prompt
 from fairlens.errors import ConfigError
+from fairlens.model_types import Model
 from fairlens.steer.steerer import Steerer
 
 __all__ = ["TokenView", "token_view"]
@@ -62,7 +63,7 @@ class TokenView:
 
 
 def token_view(
-    model: Any,
+    model: Model,
     prompt: str | BBQItem,
     steerer: Steerer,
     *,
@@ -76,7 +77,7 @@ def token_view(
         steerer: Supplies the hook, the vector (projection direction) and the gate (probe).
         prompt_format: Used when ``prompt`` is an item.
     """
-    tok = model.tokenizer
+    tok = resolve_tokenizer(model)
     uid = None
     if isinstance(prompt, BBQItem):
         uid = prompt.uid
@@ -99,7 +100,7 @@ def token_view(
     proj = acts @ (v / v.norm().clamp_min(1e-30))
     p = steerer.p_unbiased(acts)
     return TokenView(
-        tuple(tok.decode([i]) for i in ids),
+        tuple(str(tok.decode([i])) for i in ids),
         proj.numpy().astype(np.float64),
         p.detach().cpu().numpy().astype(np.float64),
         steerer.hook_name,

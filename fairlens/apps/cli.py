@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from fairlens.apps.cli_flags import _add_data_dir, _add_model, _add_run_flags
+from fairlens.apps.cli_flags import _add_data_dir, _add_model, _add_run_flags, _run_config
 from fairlens.errors import FairlensError
 
 
@@ -126,17 +126,6 @@ def _cmd_score(args: argparse.Namespace) -> int:
             f"picks A/B/C={picks} ({secs:.1f} s)"
         )
     return 0
-
-
-def _run_config(args: argparse.Namespace, **fixed: Any) -> Any:
-    """A RunConfig from ``--config``, ``--preset`` and the flags (flags win)."""
-    from fairlens.apps.config_keys import flag_values
-    from fairlens.apps.run_config import RunConfig
-
-    overrides = {**flag_values(args, RunConfig.config_keys()), **fixed}
-    if args.config:
-        return RunConfig.from_file(args.config, **overrides)
-    return RunConfig.from_preset(overrides.pop("preset", None), **overrides)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:

@@ -4,6 +4,7 @@ RunConfig's stage configs)."""
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 
 def _add_data_dir(p: argparse.ArgumentParser) -> None:
@@ -46,3 +47,14 @@ def _add_run_flags(
         if section == "search" and "panel" not in sections:
             specs = [s for s in specs if s.key != "search"]  # `fairlens search` always searches
         add_flags(group, specs)
+
+
+def _run_config(args: argparse.Namespace, **fixed: Any) -> Any:
+    """A RunConfig from ``--config``, ``--preset`` and the flags (flags win)."""
+    from fairlens.apps.config_keys import flag_values
+    from fairlens.apps.run_config import RunConfig
+
+    overrides = {**flag_values(args, RunConfig.config_keys()), **fixed}
+    if args.config:
+        return RunConfig.from_file(args.config, **overrides)
+    return RunConfig.from_preset(overrides.pop("preset", None), **overrides)

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fairlens.errors import ConfigError, FairlensError
+from fairlens.model_types import HookedModel
 
 if TYPE_CHECKING:
     from fairlens.apps.run_config import RunConfig
@@ -64,7 +65,7 @@ FULL = FigureSizes(10, 10, 4, None)
 
 
 def build_figures(
-    model: Any,
+    model: HookedModel,
     fs: FairSteer,
     fit: FitData,
     select_items: Sequence[BBQItem],
@@ -96,7 +97,7 @@ def build_figures(
     import fairlens.analysis as an
     import fairlens.plots as plots
     from fairlens.activations.extraction import Activations, extract_activations
-    from fairlens.backend import encode
+    from fairlens.backend import encode, resolve_tokenizer
     from fairlens.data import subsample
     from fairlens.detect.gates import gate_labels
     from fairlens.directions import pca_direction
@@ -108,7 +109,7 @@ def build_figures(
     if not select_items:
         raise ConfigError("no selection items for the steering sweep.", "give the select split.")
     eval_items = subsample(list(select_items), sizes.steer_items_per_category, seed=seed)
-    tok = model.tokenizer
+    tok = resolve_tokenizer(model)
     cfg = fs.config
     keep, y = gate_labels("bad", fit.probe_items, fit.predictions)  # the fit's BAD labels
     kept = [fit.probe_items[i] for i in keep]

@@ -11,7 +11,7 @@ from fairlens.apps.figures import FULL, SMALL, FigureSizes, regenerate_figures
 
 
 def _cmd_figures(args: argparse.Namespace) -> int:
-    from fairlens.apps.cli import _run_config
+    from fairlens.apps.cli_flags import _run_config
     from fairlens.apps.config_keys import flag_values, section_keys
 
     cfg = _run_config(args)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -32,6 +33,8 @@ from fairlens.data.crows_pairs import load_crows_pairs, subsample_pairs, type_co
 from fairlens.evaluate.panel import evaluate_panel
 from fairlens.evaluate.panel_report import PanelReport
 from fairlens.fairsteer.estimator import FairSteer
+from fairlens.search.engine import SearchResult
+from fairlens.steer.fit_data import FitData
 from fairlens.steer.interventions import DEBIAS_INSTRUCTION
 
 """Named settings; ``fairlens run --preset paper`` (flags given beside it win)."""
@@ -41,7 +44,11 @@ from fairlens.steer.interventions import DEBIAS_INSTRUCTION
 
 
 def search_pipeline(
-    cfg: RunConfig, *, progress: bool = True, log: Any = None, restart: bool = False
+    cfg: RunConfig,
+    *,
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+    restart: bool = False,
 ) -> Any:
     """``fairlens search``: fit on the fit split, search on the select split, score on eval.
 
@@ -57,7 +64,11 @@ def search_pipeline(
 
 
 def run_pipeline(
-    cfg: RunConfig, *, progress: bool = True, log: Any = None, restart: bool = False
+    cfg: RunConfig,
+    *,
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+    restart: bool = False,
 ) -> dict[str, Any]:
     """Run everything and write ``<out_dir>/<name>/``; returns the report dict.
 
@@ -179,12 +190,12 @@ def run_pipeline(
 def _run_search(
     cfg: RunConfig,
     fs: FairSteer,
-    fit: Any,
+    fit: FitData,
     chosen: dict[str, list[Any]],
     rundir: _RunDir,
     scorers: dict[str, Any],
     progress: bool,
-    say: Any,
+    say: Callable[[str], None],
 ) -> Any:
     """The direction-family search on the select split, its winners scored on the eval split."""
     from fairlens.plots.search import write_search
@@ -231,7 +242,9 @@ def _run_search(
     return result
 
 
-def summary_text(report: dict[str, Any], panel: PanelReport, search: Any = None) -> str:
+def summary_text(
+    report: dict[str, Any], panel: PanelReport, search: SearchResult | None = None
+) -> str:
     """The markdown report: settings, n per split, the fitted steerer, the search, every suite."""
     cfg = report["config"]
     used = report["data"]["used"]

@@ -5,13 +5,15 @@ resumable from the run folder).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from fairlens.apps.run_config import RunConfig
 from fairlens.apps.run_dir import _RunDir
 from fairlens.data import (
+    BBQItem,
     few_shot_examples,
     load_bbq,
     resolve_data_dir,
@@ -20,7 +22,9 @@ from fairlens.data import (
 )
 from fairlens.errors import ArtifactError
 from fairlens.fairsteer.estimator import FairSteer
+from fairlens.model_types import HFModel, Tokenizer
 from fairlens.runtime import set_threads
+from fairlens.steer.fit_data import FitData
 
 
 @dataclass
@@ -33,20 +37,21 @@ class _Prepared:
     items: list[Any]
     splits: dict[str, Any]
     chosen: dict[str, list[Any]]
-    shots: Any
+    shots: tuple[BBQItem, ...] | None
     anchors: list[tuple[str, int]]
-    hf_model: Any
-    tokenizer: Any
+    hf_model: HFModel
+    tokenizer: Tokenizer
     timings: dict[str, float]
     threads: int
-    fit: Any = None
-    fs: Any = None
+    fit: FitData = field(init=False)  # set by the fit stage of _prepare
+    fs: FairSteer = field(init=False)
 
 
-def _prepare(cfg: RunConfig, progress: bool, say: Any, restart: bool) -> _Prepared:
+def _prepare(
+    cfg: RunConfig, progress: bool, say: Callable[[str], None], restart: bool
+) -> _Prepared:
     """Check every input, load the model and data, draw the splits; then fit (or resume it)."""
     from fairlens.models import load_hf
-    from fairlens.steer.fit_data import FitData
 
     timings: dict[str, float] = {}
     t0 = time.perf_counter()

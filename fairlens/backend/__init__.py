@@ -23,6 +23,7 @@ from fairlens.backend.batching import (
     pad_id,
     pad_sequences,
     real_tokens,
+    resolve_tokenizer,
     sliding_window,
 )
 from fairlens.backend.hook_points import (
@@ -64,6 +65,7 @@ __all__ = [
     "parse_hook_name",
     "real_tokens",
     "resolve_hooks",
+    "resolve_tokenizer",
     "sliding_window",
     "validate_hook",
 ]

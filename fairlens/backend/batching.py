@@ -21,6 +21,7 @@ from torch import Tensor
 
 from fairlens.backend.hooks import is_hooked
 from fairlens.errors import ConfigError
+from fairlens.model_types import Model, Tokenizer
 from fairlens.models.families import family_of
 
 PaddingSide = Literal["left", "right"]
@@ -59,7 +60,18 @@ class Batch:
         )
 
 
-def pad_id(tokenizer: Any) -> int:
+def resolve_tokenizer(model: Model, tokenizer: Tokenizer | None = None) -> Tokenizer:
+    """``tokenizer``, else the one attached to ``model`` (TL models carry theirs); never None."""
+    tok = tokenizer if tokenizer is not None else getattr(model, "tokenizer", None)
+    if tok is None:
+        raise ConfigError(
+            "No tokenizer: the model has none attached and none was passed.",
+            "Pass tokenizer=... (for a plain HF model) or load the model with fairlens.load_model.",
+        )
+    return tok
+
+
+def pad_id(tokenizer: Tokenizer | None) -> int:
     """The tokenizer's pad id, falling back to EOS (padding is masked, so any id is safe)."""
     for attr in ("pad_token_id", "eos_token_id"):
         value = getattr(tokenizer, attr, None)
@@ -88,13 +100,13 @@ def pad_sequences(
     return Batch(ids, mask, last, lengths, padding_side)
 
 
-def encode(tokenizer: Any, texts: Sequence[str]) -> list[list[int]]:
+def encode(tokenizer: Tokenizer, texts: Sequence[str]) -> list[list[int]]:
     """Token ids of each text, with the special tokens the tokenizer itself adds (e.g. BOS)."""
     return [list(ids) for ids in tokenizer(list(texts), add_special_tokens=True)["input_ids"]]
 
 
 def encode_batch(
-    tokenizer: Any, texts: Sequence[str], *, padding_side: PaddingSide = "right"
+    tokenizer: Tokenizer, texts: Sequence[str], *, padding_side: PaddingSide = "right"
 ) -> Batch:
     """Tokenise and pad ``texts``."""
     return pad_sequences(
@@ -113,7 +125,7 @@ def length_sorted_chunks(lengths: Sequence[int], batch_size: int) -> Iterator[li
         yield order[start : start + batch_size]
 
 
-def check_context(model: Any, batch: Batch) -> None:
+def check_context(model: Model, batch: Batch) -> None:
     """Refuse sequences longer than the model's context (TL would fail with an IndexError)."""
     cfg = getattr(model, "cfg", None)
     limit = getattr(cfg, "n_ctx", None) if cfg is not None else None
@@ -147,7 +159,7 @@ def _running(batch: Batch) -> Iterator[None]:
         _REAL_TOKENS.reset(token)
 
 
-def forward_logits(model: Any, batch: Batch) -> Float[Tensor, "batch pos d_vocab"]:
+def forward_logits(model: Model, batch: Batch) -> Float[Tensor, "batch pos d_vocab"]:
     """Logits of ``model`` on ``batch``, padding-aware for both TL and HF models."""
     check_context(model, batch)
     device = model_device(model)
@@ -164,7 +176,7 @@ def forward_logits(model: Any, batch: Batch) -> Float[Tensor, "batch pos d_vocab
     return out.logits
 
 
-def last_token_logits(model: Any, batch: Batch) -> Float[Tensor, "batch d_vocab"]:
+def last_token_logits(model: Model, batch: Batch) -> Float[Tensor, "batch d_vocab"]:
     """Next-token logits at each row's last real token only.
 
     The unembedding is applied to one position per row instead of all of them (for a 49k vocabulary
@@ -195,17 +207,17 @@ def last_token_logits(model: Any, batch: Batch) -> Float[Tensor, "batch d_vocab"
     return family.final_logits(model, hidden[rows, batch.last_index])
 
 
-def model_device(model: Any) -> torch.device:
+def model_device(model: Model) -> torch.device:
     """Device of the model's first parameter."""
     return next(model.parameters()).device
 
 
-def decoder_of(model: Any) -> Any:
+def decoder_of(model: Model) -> Any:
     """The decoder stack of a plain HF causal LM (embeddings, blocks, final norm; no unembedding)."""
     return family_of(model).decoder(model)
 
 
-def logit_cap(model: Any) -> float | None:
+def logit_cap(model: Model) -> float | None:
     """The final-logit soft cap a model applies after its unembedding (Gemma-2), else ``None``."""
     if is_hooked(model):
         cap = float(getattr(model.cfg, "output_logits_soft_cap", -1.0))
@@ -214,7 +226,7 @@ def logit_cap(model: Any) -> float | None:
     return family.logit_cap(model.config) if family.logit_cap is not None else None
 
 
-def sliding_window(model: Any) -> int | None:
+def sliding_window(model: Model) -> int | None:
     """The attention window of a plain HF model whose layers (some or all) slide, else ``None``."""
     cfg = getattr(model, "config", None)
     window = getattr(cfg, "sliding_window", None)

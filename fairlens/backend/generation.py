@@ -33,6 +33,7 @@ from fairlens.backend import (
     pad_sequences,
 )
 from fairlens.errors import ConfigError
+from fairlens.model_types import Model, Tokenizer
 
 __all__ = ["Generation", "continuation_logprobs", "generate_greedy"]
 
@@ -59,7 +60,7 @@ class Generation:
     gate_fired: tuple[tuple[bool, ...], ...] | None = None
 
 
-def _check_model(model: Any) -> None:
+def _check_model(model: Model) -> None:
     if is_hooked(model):
         raise ConfigError(
             "generation with a KV cache runs on the plain transformers model, not a HookedTransformer.",
@@ -67,7 +68,7 @@ def _check_model(model: Any) -> None:
         )
 
 
-def _cache_kwarg(model: Any) -> str:
+def _cache_kwarg(model: Model) -> str:
     """transformers renamed ``past_key_values`` to ``cache`` (5.2x); use whichever ``forward`` takes."""
     params = inspect.signature(model.forward).parameters
     return "cache" if "cache" in params else "past_key_values"
@@ -78,7 +79,9 @@ def _returned_cache(out: Any) -> Any:
     return cache if cache is not None else out.past_key_values
 
 
-def _prompt_pass(model: Any, rows: list[list[int]], pad: int) -> tuple[Tensor, Tensor, Tensor, Any]:
+def _prompt_pass(
+    model: Model, rows: list[list[int]], pad: int
+) -> tuple[Tensor, Tensor, Tensor, Any]:
     batch = pad_sequences(rows, pad_token_id=pad, padding_side="left")
     check_context(model, batch)
     batch = batch.to(model_device(model))
@@ -97,7 +100,7 @@ def _prompt_pass(model: Any, rows: list[list[int]], pad: int) -> tuple[Tensor, T
 
 
 def _step(
-    model: Any, ids: Int[Tensor, " batch"], mask: Tensor, pos: Tensor, past: Any
+    model: Model, ids: Int[Tensor, " batch"], mask: Tensor, pos: Tensor, past: Any
 ) -> tuple[Tensor, Tensor, Tensor, Any]:
     mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
     pos = pos + 1
@@ -132,8 +135,8 @@ def _record_gate(
 
 
 def generate_greedy(
-    model: Any,
-    tokenizer: Any,
+    model: Model,
+    tokenizer: Tokenizer,
     prompts: Sequence[str],
     *,
     max_new_tokens: int = 24,
@@ -157,7 +160,7 @@ def generate_greedy(
     ids = [tokenizer.encode(p, add_special_tokens=False) for p in prompts]
     if any(len(x) == 0 for x in ids):
         raise ConfigError("a prompt is empty after tokenisation.", "pass non-empty prompts.")
-    eos = tokenizer.eos_token_id
+    eos = tokenizer.eos_token_id if isinstance(tokenizer.eos_token_id, int) else None
     pad = pad_id(tokenizer)
     tokens: list[tuple[int, ...]] = [()] * len(ids)
     logprobs: list[tuple[float, ...]] = [()] * len(ids)
@@ -193,7 +196,7 @@ def generate_greedy(
             logprobs[r] = tuple(out_lp[j])
             gate_p[r] = tuple(out_gate[j])
             gate_fired[r] = tuple(out_fired[j])
-    texts = tuple(tokenizer.decode(list(t), skip_special_tokens=True) for t in tokens)
+    texts = tuple(str(tokenizer.decode(list(t), skip_special_tokens=True)) for t in tokens)
     dynamic = gate is not None and bool(gate.history)
     return Generation(
         tuple(tokens),
@@ -205,8 +208,8 @@ def generate_greedy(
 
 
 def continuation_logprobs(
-    model: Any,
-    tokenizer: Any,
+    model: Model,
+    tokenizer: Tokenizer,
     prompts: Sequence[str],
     continuations: Sequence[Sequence[int]],
     *,

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Literal
 
 from fairlens.errors import HookPointError
+from fairlens.model_types import Model
 
 HookKind = Literal["resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out", "z"]
 HOOK_KINDS: dict[str, str] = {
@@ -58,7 +59,7 @@ def parse_hook_name(name: str) -> tuple[str, int]:
     )
 
 
-def validate_hook(model: Any, name: str) -> str:
+def validate_hook(model: Model, name: str) -> str:
     """Check ``name`` exists on a ``HookedTransformer``; suggest close names if not."""
     hook_dict = getattr(model, "hook_dict", None)
     if hook_dict is None:
@@ -67,14 +68,14 @@ def validate_hook(model: Any, name: str) -> str:
         close = difflib.get_close_matches(name, list(hook_dict), n=3, cutoff=0.6)
         hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
         raise HookPointError(
-            f"Hook point {name!r} does not exist on this model ({model.cfg.n_layers} layers).{hint}",
+            f"Hook point {name!r} does not exist on this model ({n_layers_of(model)} layers).{hint}",
             "List valid names with `list(model.hook_dict)`.",
         )
     return name
 
 
 def resolve_hooks(
-    model: Any, hooks: str | Sequence[str] | None, layers: Sequence[int] | None
+    model: Model, hooks: str | Sequence[str] | None, layers: Sequence[int] | None
 ) -> list[str]:
     """Hook names from full names, or from a kind applied to ``layers`` (default: all layers)."""
     n_layers = n_layers_of(model)
@@ -92,7 +93,7 @@ def resolve_hooks(
     return names
 
 
-def n_layers_of(model: Any) -> int:
+def n_layers_of(model: Model) -> int:
     """Number of blocks of a ``HookedTransformer`` or a plain HF decoder."""
     cfg = getattr(model, "cfg", None)
     if cfg is not None and hasattr(cfg, "n_layers"):

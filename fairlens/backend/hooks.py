@@ -26,14 +26,16 @@ from typing import Any
 
 from torch import Tensor
 from torch.utils.hooks import RemovableHandle
+from typing_extensions import TypeIs
 
 from fairlens.backend.hook_points import parse_hook_name, validate_hook
 from fairlens.errors import HookPointError
+from fairlens.model_types import HookedModel, Model
 
 HookFn = Callable[[Tensor], Tensor | None]
 
 
-def is_hooked(model: Any) -> bool:
+def is_hooked(model: Model) -> TypeIs[HookedModel]:
     """True for a TransformerLens ``HookedTransformer`` (vs a plain HF causal LM)."""
     return hasattr(model, "run_with_hooks") and hasattr(model, "cfg")
 
@@ -64,7 +66,7 @@ class HookHandle:
         self.remove()
 
 
-def add_hooks(model: Any, hooks: Sequence[tuple[str, HookFn]]) -> HookHandle:
+def add_hooks(model: Model, hooks: Sequence[tuple[str, HookFn]]) -> HookHandle:
     """Add ``fn(act) -> act | None`` at each TL hook name; returns the handle that removes them.
 
     Use as ``with add_hooks(model, [(name, fn)]): ...`` or keep the handle and call ``remove()``.
@@ -101,10 +103,14 @@ def _replace_input(fn: HookFn) -> Callable[[Any, Any, Any], Any]:
     return hook
 
 
-def _add_one(model: Any, name: str, fn: HookFn) -> RemovableHandle:
+def _add_one(model: Model, name: str, fn: HookFn) -> RemovableHandle:
     if is_hooked(model):
         point = model.hook_dict[validate_hook(model, name)]
-        return point.register_forward_hook(lambda module, inputs, output: fn(output))
+
+        def tl_hook(module: Any, inputs: Any, output: Any) -> Any:
+            return fn(output)  # a TL hook point passes its activation through as the output
+
+        return point.register_forward_hook(tl_hook)
     from fairlens.models.families import family_of
 
     family = family_of(model)
@@ -132,7 +138,7 @@ def _add_one(model: Any, name: str, fn: HookFn) -> RemovableHandle:
     )
 
 
-def count_hooks(model: Any) -> int:
+def count_hooks(model: Model) -> int:
     """Number of hooks added to ``model``: TL hook points, or every module of a plain transformers model.
 
     On a transformers model the library's own output-capturing hooks (installed once, the first

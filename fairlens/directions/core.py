@@ -24,9 +24,10 @@ from jaxtyping import Float
 from torch import Tensor
 
 from fairlens.activations.extraction import Activations, extract_activations
-from fairlens.backend import encode
+from fairlens.backend import encode, resolve_tokenizer
 from fairlens.data import ContrastivePair
 from fairlens.errors import ConfigError
+from fairlens.model_types import Model
 
 DSVPosition = Literal["answer", "colon"]
 
@@ -69,7 +70,7 @@ class Directions:
 
 
 def compute_dsv(
-    model: Any,
+    model: Model,
     pairs: Sequence[ContrastivePair],
     *,
     hooks: str | Sequence[str] | None = None,
@@ -84,7 +85,7 @@ def compute_dsv(
     """
     if len(pairs) == 0:
         raise ConfigError("No contrastive pairs.", "Pass ambiguous BBQ items with a bias target.")
-    tok = model.tokenizer
+    tok = resolve_tokenizer(model)
     prompts = encode(tok, [p.prompt for p in pairs])
     seqs: list[list[int]] = []
     for ids, pair in zip(prompts, pairs, strict=True):

@@ -27,6 +27,7 @@ from sklearn.base import BaseEstimator
 from torch import Tensor
 
 from fairlens.errors import ConfigError, NotFittedError
+from fairlens.model_types import Model
 
 __all__ = ["MeanDifference", "OptimisedDirection", "PCADirection", "ProbeDirection"]
 
@@ -275,7 +276,7 @@ class OptimisedDirection(_Direction):
 
 
 @contextmanager
-def _frozen(model: Any) -> Iterator[None]:
+def _frozen(model: Model) -> Iterator[None]:
     """Turn off gradients of the model's weights (only the direction is optimised); restore after."""
     params = [p for p in model.parameters() if p.requires_grad]
     for p in params:

@@ -15,10 +15,13 @@ from typing import Any
 
 from fairlens.data import BBQItem, PromptFormat, content_hash
 from fairlens.errors import ConfigError
+from fairlens.fairsteer.estimator import FairSteer
+from fairlens.model_types import Model, Tokenizer
 from fairlens.scoring.letters import ScoringMode, score_items
 from fairlens.scoring.metrics import BBQMetrics, bbq_metrics
+from fairlens.steer.steerer import SteerMode
 
-METHODS: dict[str, str | None] = {"base": None, "static": "static", "fairsteer": "dynamic"}
+METHODS: dict[str, SteerMode | None] = {"base": None, "static": "static", "fairsteer": "dynamic"}
 
 
 @dataclass(frozen=True)
@@ -75,9 +78,9 @@ class EvaluationReport:
 
 
 def evaluate(
-    model: Any,
+    model: Model,
     items: Sequence[BBQItem],
-    fairsteer: Any | None = None,
+    fairsteer: FairSteer | None = None,
     *,
     methods: Sequence[str] = ("base", "static", "fairsteer"),
     scoring: ScoringMode = "letter",
@@ -85,7 +88,7 @@ def evaluate(
     shots: Sequence[BBQItem] | None = None,
     batch_size: int = 16,
     progress: bool = False,
-    tokenizer: Any | None = None,
+    tokenizer: Tokenizer | None = None,
 ) -> EvaluationReport:
     """Score ``items`` under each method and compute BBQ accuracy and bias scores.
 
@@ -147,7 +150,7 @@ def evaluate(
     )
 
 
-def _overlap(items: Sequence[BBQItem], fairsteer: Any) -> int:
+def _overlap(items: Sequence[BBQItem], fairsteer: FairSteer) -> int:
     """Count of eval items whose template was used to fit ``fairsteer`` (when its items are known)."""
     fitted = getattr(fairsteer, "fitted_templates_", None)
     if not fitted:

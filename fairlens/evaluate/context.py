@@ -16,6 +16,8 @@ from torch import Tensor
 from fairlens.data import BBQItem, PromptFormat
 from fairlens.data.crows_pairs import CrowsPair
 from fairlens.errors import ConfigError
+from fairlens.fairsteer.estimator import FairSteer
+from fairlens.model_types import Model, Tokenizer
 from fairlens.scoring.letters import ScoringMode
 from fairlens.scoring.likelihood import TextScores, text_logprobs
 from fairlens.steer.interventions import (
@@ -77,16 +79,15 @@ def gate_rates(fired: Sequence[Tensor] | None) -> tuple[float | None, float | No
 class PanelContext:
     """The models, the fitted FairSteer and the settings; prefix caches built once and shared."""
 
-    model: Any
+    model: Model
     gen: Any
-    tokenizer: Any
-    fairsteer: Any | None
+    tokenizer: Tokenizer
+    fairsteer: FairSteer | None
     settings: PanelSettings
-    tau: float
     progress: bool
     scorers: dict[str, Any] = field(default_factory=dict)
 
-    def context(self, method: str, model: Any, positions: PositionPolicy) -> Any:
+    def context(self, method: str, model: Model, positions: PositionPolicy) -> Any:
         """The method's intervention on ``model`` (a context manager yielding its gate stats)."""
         return method_context(method, model, self.fairsteer, positions=positions, record=True)
 

@@ -21,6 +21,7 @@ import torch
 
 from fairlens.data.crows_pairs import CrowsPair
 from fairlens.errors import ConfigError
+from fairlens.model_types import Model, Tokenizer
 from fairlens.scoring.likelihood import TextScores, text_logprobs
 
 __all__ = ["CrowsMetrics", "CrowsScores", "crows_metrics", "crows_texts", "score_crows_pairs"]
@@ -84,8 +85,8 @@ class CrowsMetrics:
 
 
 def score_crows_pairs(
-    model: Any,
-    tokenizer: Any,
+    model: Model,
+    tokenizer: Tokenizer,
     pairs: Sequence[CrowsPair],
     *,
     prefix: str | None = None,

@@ -34,6 +34,7 @@ from fairlens.data import BBQItem
 from fairlens.data.crows_pairs import GroupPrefix
 from fairlens.data.prompts import instruction_lead
 from fairlens.errors import ConfigError
+from fairlens.model_types import Model, Tokenizer
 
 __all__ = [
     "ANSWER_TYPES",
@@ -125,7 +126,7 @@ def swap_groups(text: str, a: Sequence[str], b: Sequence[str]) -> str | None:
     return None if out == text else out
 
 
-def _render(user: str, tokenizer: Any | None) -> str:
+def _render(user: str, tokenizer: Tokenizer | None) -> str:
     """``user`` as the user turn of the tokenizer's chat template, else as a plain QA prompt."""
     if tokenizer is not None and getattr(tokenizer, "chat_template", None):
         rendered = tokenizer.apply_chat_template(
@@ -137,7 +138,7 @@ def _render(user: str, tokenizer: Any | None) -> str:
 
 
 def bbq_open_prompts(
-    items: Sequence[BBQItem], *, instruction: str | None = None, tokenizer: Any | None = None
+    items: Sequence[BBQItem], *, instruction: str | None = None, tokenizer: Tokenizer | None = None
 ) -> list[OpenPrompt]:
     """Open-ended prompts from the *ambiguous* items that have a bias target.
 
@@ -244,8 +245,8 @@ def _gate_rates(gen: Generation) -> tuple[float | None, float | None]:
 
 
 def run_open_ended(
-    model: Any,
-    tokenizer: Any,
+    model: Model,
+    tokenizer: Tokenizer,
     prompts: Sequence[OpenPrompt],
     *,
     max_new_tokens: int = 24,

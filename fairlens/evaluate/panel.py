@@ -29,15 +29,17 @@ from fairlens.errors import ConfigError
 from fairlens.evaluate.context import PanelContext, PanelInputs, PanelSettings
 from fairlens.evaluate.panel_report import PanelReport
 from fairlens.evaluate.suites import SUITES, PanelConfig
+from fairlens.fairsteer.estimator import FairSteer
+from fairlens.model_types import Model, Tokenizer
 from fairlens.steer.interventions import check_methods
 
 __all__ = ["SUITES", "PanelConfig", "PanelReport", "evaluate_panel"]
 
 
 def evaluate_panel(
-    model: Any,
-    tokenizer: Any,
-    fairsteer: Any | None,
+    model: Model,
+    tokenizer: Tokenizer,
+    fairsteer: FairSteer | None,
     *,
     bbq_items: Sequence[BBQItem] = (),
     crows_pairs: Sequence[CrowsPair] = (),
@@ -46,7 +48,7 @@ def evaluate_panel(
     texts: Mapping[str, Sequence[str]] | None = None,
     config: PanelConfig | None = None,
     shots: Sequence[BBQItem] | None = None,
-    gen_model: Any | None = None,
+    gen_model: Model | None = None,
     bbq_scorers: Mapping[str, Any] | None = None,
     progress: bool = False,
     log: Callable[[str], None] | None = None,
@@ -95,7 +97,6 @@ def evaluate_panel(
         tokenizer=tokenizer,
         fairsteer=fairsteer,
         settings=settings,
-        tau=fairsteer.config.tau if fairsteer is not None else 0.5,
         progress=progress,
         scorers=dict(bbq_scorers or {}),
     )
@@ -126,8 +127,9 @@ def evaluate_panel(
         "max_new_tokens": cfg.max_new_tokens,
         "batch_size": cfg.batch_size,
         "gen_batch_size": cfg.gen_batch_size,
-        "tau": ctx.tau,
-        "alpha": None if fairsteer is None else fairsteer.config.alpha,
+        "tau": None if fairsteer is None else fairsteer.config.tau,
+        "alpha": None if fairsteer is None else fairsteer.alpha_,  # the fitted strength
+        "alpha_unit": None if fairsteer is None else fairsteer.config.alpha_unit,
         "hook": None if fairsteer is None else fairsteer.hook_name_,
         "bbq_steer_positions": (
             fairsteer.config.steer_positions if fairsteer is not None else "generated"
@@ -153,7 +155,7 @@ def _check_suite(name: str, inputs: PanelInputs, gen: Any) -> None:
         )
 
 
-def _check_disjoint_from_fit(fairsteer: Any, inputs: PanelInputs) -> None:
+def _check_disjoint_from_fit(fairsteer: FairSteer, inputs: PanelInputs) -> None:
     fitted = getattr(fairsteer, "fitted_templates_", None) or set()
     for name, pool in (("bbq_items", inputs.bbq_items), ("open_bbq_items", inputs.open_bbq_items)):
         shared = sum(1 for it in pool if f"{it.category}/{it.question_index}" in fitted)

@@ -17,6 +17,7 @@ from fairlens.detect.layer_sweep import SweepResult
 from fairlens.directions import Directions
 from fairlens.errors import ConfigError, NotFittedError
 from fairlens.fairsteer.config import FairSteerConfig
+from fairlens.model_types import Model
 from fairlens.models import ModelInfo, get_model_info
 from fairlens.steer.steerer import GateStats, PositionPolicy, Steerer, SteeringConfig, SteerMode
 
@@ -146,7 +147,7 @@ class FittedSteering:
 
     @contextmanager
     def steering(
-        self, model: Any, mode: SteerMode = "dynamic", **kwargs: Any
+        self, model: Model, mode: SteerMode = "dynamic", **kwargs: Any
     ) -> Iterator[GateStats]:
         """Steer ``model`` inside the block (removes exactly its hooks on exit); yields gate stats."""
         self._check_fitted()
@@ -155,7 +156,7 @@ class FittedSteering:
             yield stats
 
     def run_with_steering(
-        self, model: Any, tokens: torch.Tensor, mode: SteerMode = "dynamic", **kwargs: Any
+        self, model: Model, tokens: torch.Tensor, mode: SteerMode = "dynamic", **kwargs: Any
     ) -> torch.Tensor:
         """Logits of ``model(tokens)`` under steering (tokens left-padded if batched)."""
         with self.steering(model, mode=mode, **kwargs), torch.no_grad():

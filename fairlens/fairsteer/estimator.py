@@ -26,7 +26,7 @@ JSON, refusing to be applied to a different model.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -42,6 +42,7 @@ from fairlens.directions import DIRECTION_METHODS, Directions, cosine
 from fairlens.errors import ArtifactError, ConfigError
 from fairlens.fairsteer.applying import FittedSteering
 from fairlens.fairsteer.config import FairSteerConfig
+from fairlens.model_types import Model, Tokenizer
 from fairlens.models import ModelInfo, get_model_info
 from fairlens.scoring.metrics import accuracy
 from fairlens.steer.fit_data import FitData
@@ -58,16 +59,16 @@ class FairSteer(FittedSteering):
     # ------------------------------------------------------------------ fitting
     def fit(
         self,
-        model: Any,
+        model: Model,
         probe_items: Sequence[BBQItem],
         dsv_items: Sequence[BBQItem] = (),
         select_items: Sequence[BBQItem] | None = None,
         *,
-        tokenizer: Any | None = None,
+        tokenizer: Tokenizer | None = None,
         shots: Sequence[BBQItem] | None = None,
         fit_data: FitData | None = None,
         progress: bool = False,
-        log: Any = None,
+        log: Callable[[str], None] | None = None,
     ) -> FairSteer:
         """Fit gate, direction, layer and strength on ``model``; see the module docstring.
 
@@ -177,7 +178,9 @@ class FairSteer(FittedSteering):
                 hint,
             )
 
-    def _select(self, fit: FitData, select_items: list[BBQItem], progress: bool, say: Any) -> None:
+    def _select(
+        self, fit: FitData, select_items: list[BBQItem], progress: bool, say: Callable[[str], None]
+    ) -> None:
         from fairlens.search.space import SearchSpace, SelectionRule, Variant
         from fairlens.search.variants import score_variants
 
@@ -253,7 +256,7 @@ class FairSteer(FittedSteering):
         return save_artifact(path, "fairsteer", tensors, meta)
 
     @classmethod
-    def load(cls, path: str | Path, model: Any | None = None) -> FairSteer:
+    def load(cls, path: str | Path, model: Model | None = None) -> FairSteer:
         """Load a saved FairSteer; with ``model``, refuse it if it was fitted on another model."""
         tensors, meta = load_artifact(path, "fairsteer")
         if meta.get("format") != 2:

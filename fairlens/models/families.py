@@ -22,6 +22,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from fairlens.errors import ModelLoadError
+from fairlens.model_types import HFConfig, Model
 from fairlens.models.tl_configs import (
     TLConfigBuilder,
     gemma2_config,
@@ -79,16 +80,16 @@ class ModelFamily:
     description: str
     logit_cap: Callable[[Any], float | None] | None = None
 
-    def decoder(self, model: Any) -> Any:
+    def decoder(self, model: Model) -> Any:
         """The module holding embeddings, blocks and final norm (``model.model`` for Llama)."""
         return _get(model, self.base)
 
-    def blocks(self, model: Any) -> Any:
+    def blocks(self, model: Model) -> Any:
         """The ``ModuleList`` of decoder blocks."""
         return _get(self.decoder(model), self.layers)
 
     def final_logits(
-        self, model: Any, hidden: Float[Tensor, "*batch d_model"]
+        self, model: Model, hidden: Float[Tensor, "*batch d_model"]
     ) -> Float[Tensor, "*batch d_vocab"]:
         """Logits from the final (normed) hidden state, soft-capped where the family does."""
         logits = _get(model, self.unembed)(hidden)
@@ -97,13 +98,13 @@ class ModelFamily:
             logits = torch.tanh(logits / cap) * cap
         return logits
 
-    def hash_tensors(self, model: Any) -> list[Tensor]:
+    def hash_tensors(self, model: Model) -> list[Tensor]:
         """A few weight tensors that identify the weights (embedding, first block, final norm)."""
         decoder = self.decoder(model)
         first = next(p for p in self.blocks(model)[0].parameters() if p.dim() == 2)
         return [_get(decoder, self.embed).weight, first, _get(decoder, self.final_norm).weight]
 
-    def build_tl_config(self, hf_config: Any, **overrides: Any) -> dict[str, Any]:
+    def build_tl_config(self, hf_config: HFConfig, **overrides: Any) -> dict[str, Any]:
         """The ``HookedTransformerConfig`` keyword arguments for ``hf_config`` (plus ``overrides``)."""
         fields = self.tl_config(hf_config)
         fields["original_architecture"] = self.tl_architecture
@@ -114,7 +115,7 @@ class ModelFamily:
         fields.update(overrides)
         return fields
 
-    def convert_weights(self, hf_model: Any, cfg: Any) -> dict[str, Tensor]:
+    def convert_weights(self, hf_model: Model, cfg: Any) -> dict[str, Tensor]:
         """TransformerLens state dict for ``hf_model`` (TL's own converter)."""
         from transformer_lens.pretrained import weight_conversions
 

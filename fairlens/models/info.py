@@ -13,6 +13,7 @@ from typing import Any, Literal
 import torch
 
 from fairlens.errors import ArtifactError, ModelLoadError
+from fairlens.model_types import HookedModel, Model
 from fairlens.models.tl_adapter import WeightProcessing
 
 Source = Literal["embedded", "gguf", "hf_dir", "tl_official"]
@@ -63,7 +64,7 @@ def weights_sha(tensors: list[torch.Tensor]) -> str:
     return digest.hexdigest()[:16]
 
 
-def get_model_info(model: Any) -> ModelInfo:
+def get_model_info(model: Model) -> ModelInfo:
     """The :class:`ModelInfo` of a model returned by :func:`load_model` (or attached by hand)."""
     info = getattr(model, "fairlens_info", None)
     if not isinstance(info, ModelInfo):
@@ -74,8 +75,14 @@ def get_model_info(model: Any) -> ModelInfo:
     return info
 
 
+def set_model_info(model: Model, info: ModelInfo) -> None:
+    """Record ``info`` on ``model`` (a plain attribute: a fitted artifact checks it is applied to
+    the same weights)."""
+    object.__setattr__(model, "fairlens_info", info)
+
+
 def attach_model_info(
-    model: Any, name: str = "custom", processing: WeightProcessing | None = None
+    model: HookedModel, name: str = "custom", processing: WeightProcessing | None = None
 ) -> ModelInfo:
     """Attach a :class:`ModelInfo` to a ``HookedTransformer`` built by hand (e.g. random-init tests)."""
     cfg = model.cfg
@@ -92,5 +99,5 @@ def attach_model_info(
         dtype=str(cfg.dtype).removeprefix("torch."),
         weights_sha=weights_sha([model.W_E, model.W_Q[0]]),
     )
-    model.fairlens_info = info
+    set_model_info(model, info)
     return info

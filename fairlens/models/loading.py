@@ -32,9 +32,10 @@ from typing import Any
 import torch
 
 from fairlens.errors import ModelLoadError
+from fairlens.model_types import HFModel, Tokenizer
 from fairlens.models.embedded import DEFAULT_MODEL, EMBEDDED_MODELS
 from fairlens.models.families import family_of
-from fairlens.models.info import ModelInfo, Source, weights_sha
+from fairlens.models.info import ModelInfo, Source, set_model_info, weights_sha
 from fairlens.models.tl_adapter import WeightProcessing, hooked_from_hf, hooked_from_official
 from fairlens.runtime import cache_dir
 
@@ -204,7 +205,7 @@ def load_hf(
         dtype=dtype,
         weights_sha=weights_sha(family.hash_tensors(hf_model)),
     )
-    hf_model.fairlens_info = info  # lets a fitted FairSteer check it is applied to the same weights
+    set_model_info(hf_model, info)  # lets a fitted FairSteer check it runs on the same weights
     return hf_model, tokenizer, info
 
 
@@ -265,13 +266,13 @@ def load_model(
             device=device,
             n_ctx=n_ctx,
         )
-    model.fairlens_info = info
+    set_model_info(model, info)
     return model
 
 
 def hooked_twin(
-    hf_model: Any,
-    tokenizer: Any,
+    hf_model: HFModel,
+    tokenizer: Tokenizer,
     *,
     processing: str | WeightProcessing = "none",
     dtype: str = "float32",
@@ -298,7 +299,7 @@ def hooked_twin(
         device=device,
         n_ctx=n_ctx,
     )
-    model.fairlens_info = ModelInfo(
-        **{**asdict(hf_info), "processing": weight_processing, "dtype": dtype}
+    set_model_info(
+        model, ModelInfo(**{**asdict(hf_info), "processing": weight_processing, "dtype": dtype})
     )
     return model

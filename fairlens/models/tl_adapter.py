@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from fairlens.errors import ModelLoadError
+from fairlens.model_types import HFConfig, HFModel, HookedModel, Tokenizer
 from fairlens.models.families import family_of
 
 
@@ -67,7 +68,11 @@ def _quiet_tl() -> Iterator[None]:
 
 
 def hooked_config_from_hf(
-    hf_config: Any, *, dtype: torch.dtype = torch.float32, n_ctx: int = 2048, device: str = "cpu"
+    hf_config: HFConfig,
+    *,
+    dtype: torch.dtype = torch.float32,
+    n_ctx: int = 2048,
+    device: str = "cpu",
 ) -> Any:
     """The ``HookedTransformerConfig`` for an HF config of any registered family (GQA, tied embeddings aware)."""
     from transformer_lens import HookedTransformerConfig
@@ -78,14 +83,14 @@ def hooked_config_from_hf(
 
 
 def hooked_from_hf(
-    hf_model: Any,
-    tokenizer: Any,
+    hf_model: HFModel,
+    tokenizer: Tokenizer,
     *,
     processing: WeightProcessing,
     dtype: torch.dtype = torch.float32,
     device: str = "cpu",
     n_ctx: int = 2048,
-) -> Any:
+) -> HookedModel:
     """Convert a loaded HF causal LM into a ``HookedTransformer`` with TL's own weight converter.
 
     The tokenizer's BOS behaviour is kept as the tokenizer defines it (``default_prepend_bos=False``):

@@ -12,11 +12,12 @@ from collections.abc import Callable
 from typing import Any
 
 from fairlens.errors import ModelLoadError
+from fairlens.model_types import HFConfig
 
 TLConfigBuilder = Callable[[Any], dict[str, Any]]
 
 
-def rope_theta(hf_config: Any, default: float | None = None) -> float:
+def rope_theta(hf_config: HFConfig, default: float | None = None) -> float:
     """``rope_theta`` from a transformers 5 ``rope_parameters`` dict or the older attribute."""
     params = getattr(hf_config, "rope_parameters", None) or {}
     theta = params.get("rope_theta") if isinstance(params, dict) else None
@@ -31,7 +32,7 @@ def rope_theta(hf_config: Any, default: float | None = None) -> float:
     return float(theta)
 
 
-def _partial_rotary(hf_config: Any, attr: str) -> float:
+def _partial_rotary(hf_config: HFConfig, attr: str) -> float:
     params = getattr(hf_config, "rope_parameters", None) or {}
     value = params.get("partial_rotary_factor") if isinstance(params, dict) else None
     if value is None:
@@ -39,19 +40,19 @@ def _partial_rotary(hf_config: Any, attr: str) -> float:
     return 1.0 if value is None else float(value)
 
 
-def _n_kv(hf_config: Any) -> int | None:
+def _n_kv(hf_config: HFConfig) -> int | None:
     n_kv = getattr(hf_config, "num_key_value_heads", None) or hf_config.num_attention_heads
     return n_kv if n_kv != hf_config.num_attention_heads else None
 
 
-def _head_dim(hf_config: Any) -> int:
+def _head_dim(hf_config: HFConfig) -> int:
     return int(
         getattr(hf_config, "head_dim", None)
         or hf_config.hidden_size // hf_config.num_attention_heads
     )
 
 
-def llama_config(hf_config: Any) -> dict[str, Any]:
+def llama_config(hf_config: HFConfig) -> dict[str, Any]:
     """Llama, Mistral and Qwen2: pre-RMSNorm, rotary on the whole head, gated SiLU MLP, GQA."""
     d_head = _head_dim(hf_config)
     return {
@@ -75,7 +76,7 @@ def llama_config(hf_config: Any) -> dict[str, Any]:
     }
 
 
-def gemma2_config(hf_config: Any) -> dict[str, Any]:
+def gemma2_config(hf_config: HFConfig) -> dict[str, Any]:
     """Gemma-2: RMSNorm before *and* after attention and MLP, soft-capped scores and logits."""
     d_head = _head_dim(hf_config)
     n_layers = hf_config.num_hidden_layers
@@ -115,7 +116,7 @@ def gemma2_config(hf_config: Any) -> dict[str, Any]:
     }
 
 
-def gpt2_config(hf_config: Any) -> dict[str, Any]:
+def gpt2_config(hf_config: HFConfig) -> dict[str, Any]:
     """GPT-2: pre-LayerNorm, learned absolute positions, GELU MLP, MHA with fused QKV."""
     return {
         "d_model": hf_config.n_embd,
@@ -134,7 +135,7 @@ def gpt2_config(hf_config: Any) -> dict[str, Any]:
     }
 
 
-def gpt_neox_config(hf_config: Any) -> dict[str, Any]:
+def gpt_neox_config(hf_config: HFConfig) -> dict[str, Any]:
     """GPT-NeoX (Pythia): LayerNorm, partial rotary, attention and MLP in parallel by default."""
     d_head = hf_config.hidden_size // hf_config.num_attention_heads
     return {
@@ -157,7 +158,7 @@ def gpt_neox_config(hf_config: Any) -> dict[str, Any]:
     }
 
 
-def phi3_config(hf_config: Any) -> dict[str, Any]:
+def phi3_config(hf_config: HFConfig) -> dict[str, Any]:
     """Phi-3: the Llama recipe with fused QKV and gate/up projections (the converter splits them)."""
     d_head = _head_dim(hf_config)
     window = getattr(hf_config, "sliding_window", None)
@@ -174,6 +175,6 @@ def phi3_config(hf_config: Any) -> dict[str, Any]:
     return cfg
 
 
-def gemma_logit_cap(hf_config: Any) -> float | None:
+def gemma_logit_cap(hf_config: HFConfig) -> float | None:
     cap = getattr(hf_config, "final_logit_softcapping", None)
     return float(cap) if cap else None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -10,6 +11,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from fairlens.plots._common import finish
+from fairlens.search.engine import SearchResult
 
 __all__ = ["gate_sweeps", "patching_curves", "search_heatmaps", "write_search"]
 
@@ -34,7 +36,7 @@ def _grid(
 
 
 def search_heatmaps(
-    result: Any,
+    result: SearchResult,
     metric: str = "acc_ambig",
     *,
     mode: str = "dynamic",
@@ -108,7 +110,9 @@ def search_heatmaps(
     return fig
 
 
-def patching_curves(result: Any, split: str = "select", *, title: str | None = None) -> go.Figure:
+def patching_curves(
+    result: SearchResult, split: str = "select", *, title: str | None = None
+) -> go.Figure:
     """Per layer: accuracy when the instructed ``:`` residual is patched in, beside the search's best.
 
     Solid lines: the patching ceiling (ambiguous, disambiguated); dashed: the best dynamic variant of
@@ -193,10 +197,9 @@ def gate_sweeps(diagnostics: Mapping[str, Any], *, title: str | None = None) -> 
     )
 
 
-def write_search(result: Any, folder: Any) -> dict[str, str]:
+def write_search(result: SearchResult, folder: str | Path) -> dict[str, str]:
     """Write ``search.json``, ``search.md`` and the figures as HTML into ``folder``; returns paths."""
     import json
-    from pathlib import Path
 
     from fairlens.search.report import search_markdown
 

@@ -13,6 +13,7 @@ from torch import Tensor
 from fairlens.analysis.ablation import AblationEffect, AblationMethod, ablate, ablation_effect
 from fairlens.analysis.sweeps import SteeringSweep
 from fairlens.data import BBQItem
+from fairlens.model_types import Model
 from fairlens.plots._common import MODE_COLOURS, finish
 from fairlens.scoring.letters import ScoringMode
 
@@ -162,7 +163,7 @@ def ablation_bars(effect: AblationEffect, *, title: str | None = None) -> go.Fig
 
 
 def explore_ablation(
-    model: Any,
+    model: Model,
     items: Sequence[BBQItem],
     hook: str,
     method: AblationMethod = "directional",

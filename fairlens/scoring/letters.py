@@ -30,9 +30,11 @@ from fairlens.backend import (
     length_sorted_chunks,
     pad_id,
     pad_sequences,
+    resolve_tokenizer,
 )
 from fairlens.data import LETTERS, BBQItem, PromptFormat, format_prompt
 from fairlens.errors import ConfigError
+from fairlens.model_types import Model, Tokenizer
 
 ScoringMode = Literal["letter", "loglik"]
 Reduction = Literal["mean", "sum"]
@@ -61,7 +63,7 @@ class ScoreResult:
         return len(self.uids)
 
 
-def letter_token_ids(tokenizer: Any) -> list[int]:
+def letter_token_ids(tokenizer: Tokenizer) -> list[int]:
     """Token ids of " A", " B", " C"; each must be one token."""
     ids = []
     for letter in LETTERS:
@@ -76,21 +78,10 @@ def letter_token_ids(tokenizer: Any) -> list[int]:
     return ids
 
 
-def resolve_tokenizer(model: Any, tokenizer: Any | None) -> Any:
-    """``tokenizer``, else the one attached to ``model`` (TL models carry theirs); never None."""
-    tok = tokenizer if tokenizer is not None else getattr(model, "tokenizer", None)
-    if tok is None:
-        raise ConfigError(
-            "No tokenizer: the model has none attached and none was passed.",
-            "Pass tokenizer=... (for a plain HF model) or load the model with fairlens.load_model.",
-        )
-    return tok
-
-
 def build_prompts(
     items: Sequence[BBQItem],
     prompt_format: PromptFormat,
-    tokenizer: Any,
+    tokenizer: Tokenizer,
     shots: Sequence[BBQItem] | None,
     instruction: str | None = None,
 ) -> list[str]:
@@ -102,10 +93,10 @@ def build_prompts(
 
 
 def _score_letter(
-    model: Any,
+    model: Model,
     prompt_ids: list[list[int]],
     *,
-    tokenizer: Any,
+    tokenizer: Tokenizer,
     batch_size: int,
     padding_side: PaddingSide,
     progress: bool,
@@ -125,10 +116,10 @@ def _score_letter(
 
 
 def _score_loglik(
-    model: Any,
+    model: Model,
     prompt_ids: list[list[int]],
     *,
-    tokenizer: Any,
+    tokenizer: Tokenizer,
     items: Sequence[BBQItem],
     batch_size: int,
     padding_side: PaddingSide,
@@ -168,13 +159,13 @@ SCORERS: dict[str, Callable[..., Tensor]] = {"letter": _score_letter, "loglik": 
 
 
 def score_items(
-    model: Any,
+    model: Model,
     items: Sequence[BBQItem],
     *,
     mode: ScoringMode = "letter",
     prompt_format: PromptFormat = "zero_shot",
     shots: Sequence[BBQItem] | None = None,
-    tokenizer: Any | None = None,
+    tokenizer: Tokenizer | None = None,
     batch_size: int = 16,
     padding_side: PaddingSide = "left",
     reduction: Reduction = "mean",

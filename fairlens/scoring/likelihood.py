@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from fairlens.backend import forward_logits, length_sorted_chunks, pad_id, pad_sequences
 from fairlens.data.prompts import instruction_lead
 from fairlens.errors import ConfigError
+from fairlens.model_types import Model, Tokenizer
 
 __all__ = ["TextScores", "start_ids", "text_logprobs"]
 
@@ -52,7 +53,7 @@ class TextScores:
         return float(torch.exp(-total.mean()))
 
 
-def start_ids(tokenizer: Any) -> list[int]:
+def start_ids(tokenizer: Tokenizer) -> list[int]:
     """The id(s) every scored text starts after: BOS, else EOS."""
     for attr in ("bos_token_id", "eos_token_id"):
         value = getattr(tokenizer, attr, None)
@@ -65,8 +66,8 @@ def start_ids(tokenizer: Any) -> list[int]:
 
 
 def text_logprobs(
-    model: Any,
-    tokenizer: Any,
+    model: Model,
+    tokenizer: Tokenizer,
     texts: Sequence[str],
     *,
     prefix: str | None = None,

@@ -45,6 +45,7 @@ from fairlens.backend import (
     sliding_window,
 )
 from fairlens.errors import ConfigError
+from fairlens.model_types import HFModel, Model, Tokenizer
 from fairlens.scoring.variant_scorer import (
     Edit,
     FullPromptScorer,
@@ -72,15 +73,20 @@ def _add_per_variant(delta: Tensor, b: int, repeat: int) -> Callable[[Tensor], T
     return fn
 
 
-def _read_weights(model: Any, read_ids: Sequence[int]) -> tuple[Tensor, Tensor | None]:
+def _read_weights(model: HFModel, read_ids: Sequence[int]) -> tuple[Tensor, Tensor | None]:
     """Rows of the unembedding for ``read_ids`` (and its bias, if any)."""
     head = model.get_output_embeddings()
+    if not isinstance(head, torch.nn.Module) or not isinstance(head.weight, Tensor):
+        raise ConfigError(
+            f"{type(model).__name__} has no output embedding to read the answer logits from.",
+            "use a causal language model (a *ForCausalLM class).",
+        )
     ids = torch.as_tensor(list(read_ids), device=head.weight.device)
     bias = getattr(head, "bias", None)
     return head.weight[ids].detach(), (None if bias is None else bias[ids].detach())
 
 
-def _cache_kwarg(model: Any) -> str:
+def _cache_kwarg(model: Model) -> str:
     from fairlens.backend.generation import _cache_kwarg as kwarg
 
     return kwarg(decoder_of(model))
@@ -127,12 +133,12 @@ class PrefixCache(_Scorer):
 
     def __init__(
         self,
-        model: Any,
+        model: Model,
         sequences: Sequence[Sequence[int]],
         *,
         read_ids: Sequence[int],
         capture: Sequence[str] = (),
-        tokenizer: Any | None = None,
+        tokenizer: Tokenizer | None = None,
         batch_size: int = 16,
         padding_side: PaddingSide = "left",
         rows_per_pass: int = 256,
@@ -322,12 +328,12 @@ class PrefixCache(_Scorer):
 
 
 def make_scorer(
-    model: Any,
+    model: Model,
     sequences: Sequence[Sequence[int]],
     *,
     read_ids: Sequence[int],
     capture: Sequence[str] = (),
-    tokenizer: Any | None = None,
+    tokenizer: Tokenizer | None = None,
     batch_size: int = 16,
     progress: bool = False,
     desc: str = "prefix pass",

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import torch
 from jaxtyping import Bool, Float
@@ -28,6 +28,7 @@ from fairlens.backend import (
     parse_hook_name,
 )
 from fairlens.errors import ConfigError
+from fairlens.model_types import Model, Tokenizer
 
 Edit = Mapping[str, Tensor]
 
@@ -104,7 +105,7 @@ def _capture_last(store: dict[str, Tensor], name: str) -> Callable[[Tensor], Ten
     return fn
 
 
-def _hooks(model: Any, fns: Mapping[str, Callable[[Tensor], Tensor]]) -> HookHandle:
+def _hooks(model: Model, fns: Mapping[str, Callable[[Tensor], Tensor]]) -> HookHandle:
     """Add ``fn(act) -> act`` at each hook (TL or HF); the handle removes exactly those hooks."""
     return add_hooks(model, list(fns.items()))
 
@@ -119,12 +120,12 @@ class _Scorer:
 
     def _common(
         self,
-        model: Any,
+        model: Model,
         sequences: Sequence[Sequence[int]],
         read_ids: Sequence[int],
         capture: Sequence[str],
         uids: Sequence[str] | None,
-        tokenizer: Any | None,
+        tokenizer: Tokenizer | None,
     ) -> None:
         if len(sequences) == 0:
             raise ConfigError("no prompts to score.", "pass at least one prompt.")
@@ -160,12 +161,12 @@ class FullPromptScorer(_Scorer):
 
     def __init__(
         self,
-        model: Any,
+        model: Model,
         sequences: Sequence[Sequence[int]],
         *,
         read_ids: Sequence[int],
         capture: Sequence[str] = (),
-        tokenizer: Any | None = None,
+        tokenizer: Tokenizer | None = None,
         batch_size: int = 16,
         padding_side: PaddingSide = "left",
         progress: bool = False,

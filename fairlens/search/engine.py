@@ -180,7 +180,7 @@ def run_search(
     scorers_out: dict[str, Any] | None = None,
     checkpoint: Callable[[], object] | None = None,
     progress: bool = False,
-    log: Any = None,
+    log: Callable[[str], None] | None = None,
 ) -> SearchResult:
     """Search ``space`` on ``select_items``, choose by ``rule``, score the choices on ``eval_items``.
 

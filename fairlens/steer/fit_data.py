@@ -28,6 +28,7 @@ from fairlens.detect.gates import gate_labels, get_gate
 from fairlens.detect.layer_sweep import MIN_PER_CLASS, SweepResult, probe_sweep
 from fairlens.directions import Directions, get_direction_method
 from fairlens.errors import ConfigError
+from fairlens.model_types import Model, Tokenizer
 from fairlens.steer.fit_passes import FitPasses
 from fairlens.steer.fit_settings import FitSettings, check_disjoint
 
@@ -216,11 +217,11 @@ class FitData(FitPasses):
     def load(
         cls,
         path: str | Path,
-        model: Any,
+        model: Model,
         probe_items: Sequence[BBQItem],
         dsv_items: Sequence[BBQItem] = (),
         *,
-        tokenizer: Any | None = None,
+        tokenizer: Tokenizer | None = None,
         progress: bool = False,
         **settings: Any,
     ) -> FitData:

@@ -13,12 +13,13 @@ import torch
 from torch import Tensor
 
 from fairlens.activations.extraction import Activations, extract_activations
-from fairlens.backend import encode, hook_name, is_hooked, n_layers_of
+from fairlens.backend import encode, hook_name, is_hooked, n_layers_of, resolve_tokenizer
 from fairlens.data import BBQItem, PromptFormat, content_hash, contrastive_pairs
 from fairlens.detect.gates import gate_labels
 from fairlens.detect.layer_sweep import SweepResult
 from fairlens.errors import ConfigError
-from fairlens.scoring.letters import ScoringMode, build_prompts, letter_token_ids, resolve_tokenizer
+from fairlens.model_types import Model, Tokenizer
+from fairlens.scoring.letters import ScoringMode, build_prompts, letter_token_ids
 from fairlens.scoring.prefix_cache import PrefixCache, make_scorer
 from fairlens.steer.fit_settings import FitSettings, check_disjoint, content_hash_texts, model_id
 from fairlens.steer.interventions import DEBIAS_INSTRUCTION
@@ -29,11 +30,11 @@ class FitPasses:
 
     def __init__(
         self,
-        model: Any,
+        model: Model,
         probe_items: Sequence[BBQItem],
         dsv_items: Sequence[BBQItem] = (),
         *,
-        tokenizer: Any | None = None,
+        tokenizer: Tokenizer | None = None,
         progress: bool = False,
         **settings: Any,
     ) -> None:
@@ -66,10 +67,10 @@ class FitPasses:
 
     def _setup(
         self,
-        model: Any,
+        model: Model,
         probe_items: Sequence[BBQItem],
         dsv_items: Sequence[BBQItem],
-        tokenizer: Any | None,
+        tokenizer: Tokenizer | None,
         progress: bool,
         settings: FitSettings,
     ) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 
 from fairlens.data import BBQItem, PromptFormat
 from fairlens.errors import ConfigError
+from fairlens.model_types import Model
 from fairlens.scoring.letters import ScoringMode
 
 
@@ -35,7 +36,7 @@ def content_hash_texts(texts: Sequence[str]) -> str | None:
     return hashlib.sha256("\x00".join(texts).encode()).hexdigest()[:16]
 
 
-def model_id(model: Any) -> str | None:
+def model_id(model: Model) -> str | None:
     info = getattr(model, "fairlens_info", None)
     return None if info is None else f"{info.name}:{info.weights_sha}"
 

@@ -18,13 +18,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import Any
+from typing import Protocol, runtime_checkable
 
 from fairlens.backend import add_hooks
-from fairlens.directions import project_out
+from fairlens.directions import Directions, project_out
 from fairlens.errors import ConfigError
-from fairlens.models import get_model_info
-from fairlens.steer.steerer import GateStats, PositionPolicy, SteerMode
+from fairlens.model_types import Model
+from fairlens.models import ModelInfo, get_model_info
+from fairlens.steer.steerer import GateStats, PositionPolicy, Steerer, SteerMode
 
 __all__ = [
     "DEBIAS_INSTRUCTION",
@@ -46,27 +47,63 @@ DEBIAS_INSTRUCTION = (
 """The prompting baseline's instruction (fairlens' own wording of the usual debiasing prompt)."""
 
 
-def _unsteered(model: Any, fairsteer: Any, positions: PositionPolicy, record: bool) -> Any:
+@runtime_checkable
+class FittedSteering(Protocol):
+    """What the panel methods use of a fitted :class:`~fairlens.FairSteer` (written as a protocol
+    because the estimator sits above this stage)."""
+
+    @property
+    def model_info_(self) -> ModelInfo: ...
+
+    @property
+    def hook_name_(self) -> str: ...
+
+    @property
+    def dsv_(self) -> Directions: ...
+
+    def steerer(
+        self,
+        *,
+        mode: SteerMode = ...,
+        alpha: float | None = ...,
+        tau: float | None = ...,
+        positions: PositionPolicy | None = ...,
+        layer: int | None = ...,
+    ) -> Steerer: ...
+
+
+def _unsteered(
+    model: Model, fairsteer: FittedSteering | None, positions: PositionPolicy, record: bool
+) -> AbstractContextManager[GateStats | None]:
     return nullcontext(None)
+
+
+def _fitted(fairsteer: FittedSteering | None) -> FittedSteering:
+    if fairsteer is None:  # method_context refuses this first; kept for direct callers
+        raise ConfigError("this method needs a fitted FairSteer.", "pass fairsteer=...")
+    return fairsteer
 
 
 @contextmanager
 def _steered(
-    mode: SteerMode, model: Any, fairsteer: Any, positions: PositionPolicy, record: bool
+    mode: SteerMode,
+    model: Model,
+    fairsteer: FittedSteering | None,
+    positions: PositionPolicy,
+    record: bool,
 ) -> Iterator[GateStats | None]:
-    steerer = fairsteer.steerer(mode=mode, positions=positions)
-    get_model_info(model).check_matches(fairsteer.model_info_.fingerprint(), what="FairSteer")
+    steerer = _fitted(fairsteer).steerer(mode=mode, positions=positions)
     with steerer.apply(model, record=record) as stats:
         yield stats
 
 
 @contextmanager
 def _ablated(
-    model: Any, fairsteer: Any, positions: PositionPolicy, record: bool
+    model: Model, fairsteer: FittedSteering | None, positions: PositionPolicy, record: bool
 ) -> Iterator[GateStats | None]:
-    get_model_info(model).check_matches(fairsteer.model_info_.fingerprint(), what="FairSteer")
-    name = fairsteer.hook_name_
-    with add_hooks(model, [(name, project_out(fairsteer.dsv_.at(name), where=name))]):
+    fs = _fitted(fairsteer)
+    name = fs.hook_name_
+    with add_hooks(model, [(name, project_out(fs.dsv_.at(name), where=name))]):
         yield None
 
 
@@ -87,7 +124,10 @@ class PanelMethod:
     name: str
     description: str
     needs_fit: bool
-    apply: Callable[[Any, Any, PositionPolicy, bool], AbstractContextManager[GateStats | None]]
+    apply: Callable[
+        [Model, FittedSteering | None, PositionPolicy, bool],
+        AbstractContextManager[GateStats | None],
+    ]
     instruction: str | None = None
 
 
@@ -119,7 +159,7 @@ METHOD_DESCRIPTIONS: dict[str, str] = {name: m.description for name, m in METHOD
 PANEL_METHODS: tuple[str, ...] = tuple(METHODS)
 
 
-def check_methods(methods: tuple[str, ...] | list[str], fairsteer: Any | None) -> None:
+def check_methods(methods: tuple[str, ...] | list[str], fairsteer: FittedSteering | None) -> None:
     """Refuse unknown methods, and steered methods without a fitted FairSteer."""
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
@@ -143,8 +183,8 @@ def method_instruction(method: str) -> str | None:
 @contextmanager
 def method_context(
     method: str,
-    model: Any,
-    fairsteer: Any | None = None,
+    model: Model,
+    fairsteer: FittedSteering | None = None,
     *,
     positions: PositionPolicy = "generated",
     record: bool = False,
@@ -159,5 +199,8 @@ def method_context(
         record: Record the gate's decisions per call (and a dynamic gate's probabilities).
     """
     check_methods([method], fairsteer)
-    with METHODS[method].apply(model, fairsteer, positions, record) as stats:
+    entry = METHODS[method]
+    if fairsteer is not None and entry.needs_fit:  # one check for every steered method
+        get_model_info(model).check_matches(fairsteer.model_info_.fingerprint(), what="FairSteer")
+    with entry.apply(model, fairsteer, positions, record) as stats:
         yield stats

@@ -36,6 +36,7 @@ from torch import Tensor
 
 from fairlens.backend import add_hooks, parse_hook_name, real_tokens
 from fairlens.errors import ConfigError
+from fairlens.model_types import Model
 
 SteerMode = Literal["dynamic", "static", "off"]
 PositionPolicy = Literal["generated", "last_prompt", "all"]
@@ -244,7 +245,7 @@ class Steerer:
         return fn
 
     @contextmanager
-    def apply(self, model: Any, *, record: bool = False) -> Iterator[GateStats]:
+    def apply(self, model: Model, *, record: bool = False) -> Iterator[GateStats]:
         """Steer ``model`` inside the block; yields live :class:`GateStats`.
 
         ``model`` is a ``HookedTransformer`` (analysis path) or a plain transformers causal LM of any registered family

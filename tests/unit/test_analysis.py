@@ -32,7 +32,7 @@ from fairlens.errors import ConfigError, HookPointError
 from fairlens.scoring.letters import score_items
 from fairlens.steer.steerer import Steerer, SteeringConfig
 from fairlens.testing import tiny_hooked
-from tests.conftest import synthetic_items
+from tests.conftest import rejects_ill_typed, synthetic_items
 
 K = 2
 N = 160
@@ -237,8 +237,14 @@ def test_steering_sweep_grid_and_baseline(tiny):
     assert res.grid("gate_rate", "dynamic", tau=0.3).shape == (2, 2)
     assert res.to_dict()["base"]["tau"] is None
     assert count_hooks(hooked) == 0
-    with pytest.raises(ConfigError, match="modes"):
-        steering_sweep(hooked, items, _Source(hooked), layers=[0], modes=["always"])
+
+
+@pytest.mark.ill_typed
+def test_steering_sweep_refuses_an_unknown_mode(tiny):
+    hooked, _, _ = tiny
+    items = synthetic_items(n_templates=2, per_template=4)
+    with rejects_ill_typed(ConfigError, "modes"):
+        steering_sweep(hooked, items, _Source(hooked), layers=[0], modes=["always"])  # type: ignore[list-item]
 
 
 def test_cached_sweep_equals_the_full_prompt_sweep(tiny):

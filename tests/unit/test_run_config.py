@@ -60,7 +60,7 @@ def test_a_new_hyper_parameter_is_one_field(monkeypatch):
     monkeypatch.setitem(SECTIONS, "fit", (Extended, ""))
     assert "warmup" in _options("run")
     args = build_parser().parse_args(["run", "--warmup", "7"])
-    from fairlens.apps.cli import _run_config
+    from fairlens.apps.cli_flags import _run_config
 
     cfg = _run_config(args)
     assert isinstance(cfg.fit, Extended) and cfg.fit.warmup == 7
@@ -72,7 +72,7 @@ def test_flat_keys_round_trip_and_flags_parse_every_type(tmp_path):
             "--search", "--search-patching", "--search-alphas", "0.2", "0.4", "--layer", "none",
             "--no-paper-few-shot", "--positions", "last_prompt", "--eval-backend", "tl",
             "--crows-per-type", "all", "--dsv-per-category", "4"]  # fmt: skip
-    from fairlens.apps.cli import _run_config
+    from fairlens.apps.cli_flags import _run_config
 
     cfg = _run_config(build_parser().parse_args(argv))
     assert cfg.data.limit is None and cfg.data.probe_per_category == 5
