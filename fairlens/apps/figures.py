@@ -351,7 +351,7 @@ def regenerate_figures(
     figs, summary = figures_for_run(cfg, sizes, progress=progress, log=say)
     say(f"writing {len(figs)} figures to {out_dir}")
     files = write_figures(figs, out_dir, formats)
-    summary["files"] = [str(f) for f in files]
+    summary["files"] = sorted(f.name for f in files)  # in out_dir
     summary["seconds"] = round(time.perf_counter() - start, 1)
     (Path(out_dir) / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
