@@ -26,12 +26,14 @@ from fairlens.apps.run_config import RunConfig
 from fairlens.apps.run_dir import _RunDir, _split_summary
 from fairlens.apps.run_prepare import _prepare
 from fairlens.data import (
+    resolve_data_dir,
     subsample,
 )
 from fairlens.data.corpus import NEUTRAL_CORPUS, load_neutral_texts
 from fairlens.data.crows_pairs import load_crows_pairs, subsample_pairs, type_counts
 from fairlens.evaluate.panel import evaluate_panel
 from fairlens.evaluate.panel_report import PanelReport
+from fairlens.evaluate.suite_mcqa import load_mc_inputs
 from fairlens.fairsteer.estimator import FairSteer
 from fairlens.search.engine import SearchResult
 from fairlens.steer.fit_data import FitData
@@ -79,6 +81,13 @@ def run_pipeline(
 
     say = log or (lambda _msg: None)
     t0 = time.perf_counter()
+    mc, mc_shots = load_mc_inputs(  # read and checked before the model loads
+        resolve_data_dir(cfg.data_dir),
+        cfg.panel.suites,
+        mmlu_per_subject=cfg.panel.mmlu_per_subject,
+        questions=cfg.panel.mc_questions,
+        seed=cfg.fit.seed,
+    )
     prep = _prepare(cfg, progress, say, restart)
     fs, fit, chosen, rundir, timings = prep.fs, prep.fit, prep.chosen, prep.rundir, prep.timings
     hf_model, tokenizer, data_dir = prep.hf_model, prep.tokenizer, prep.data_dir
@@ -134,6 +143,8 @@ def run_pipeline(
         open_bbq_items=open_bbq,
         open_crows_pairs=open_crows,
         texts=texts,
+        mc=mc,
+        mc_shots=mc_shots,
         config=replace(cfg.panel_config(), suites=suites),
         shots=prep.shots if cfg.fit.prompt_format == "few_shot" else None,
         gen_model=hf_model,

@@ -15,6 +15,7 @@ from torch import Tensor
 
 from fairlens.data import BBQItem, PromptFormat
 from fairlens.data.crows_pairs import CrowsPair
+from fairlens.data.mcqa import MCItem
 from fairlens.errors import ConfigError
 from fairlens.fairsteer.estimator import FairSteer
 from fairlens.model_types import Model, Tokenizer
@@ -39,6 +40,8 @@ class PanelInputs:
     open_crows_pairs: tuple[CrowsPair, ...] = ()
     texts: Mapping[str, Sequence[str]] = field(default_factory=dict)
     shots: tuple[BBQItem, ...] | None = None
+    mc: Mapping[str, Sequence[MCItem]] = field(default_factory=dict)
+    mc_shots: tuple[MCItem, ...] = ()
 
 
 @dataclass(frozen=True)

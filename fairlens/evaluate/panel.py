@@ -25,6 +25,7 @@ from typing import Any
 from fairlens.backend import is_hooked
 from fairlens.data import BBQItem, content_hash
 from fairlens.data.crows_pairs import CrowsPair
+from fairlens.data.mcqa import MCItem
 from fairlens.errors import ConfigError
 from fairlens.evaluate.context import PanelContext, PanelInputs, PanelSettings
 from fairlens.evaluate.panel_report import PanelReport
@@ -46,6 +47,8 @@ def evaluate_panel(
     open_bbq_items: Sequence[BBQItem] = (),
     open_crows_pairs: Sequence[CrowsPair] = (),
     texts: Mapping[str, Sequence[str]] | None = None,
+    mc: Mapping[str, Sequence[MCItem]] | None = None,
+    mc_shots: Sequence[MCItem] = (),
     config: PanelConfig | None = None,
     shots: Sequence[BBQItem] | None = None,
     gen_model: Model | None = None,
@@ -67,6 +70,9 @@ def evaluate_panel(
         open_bbq_items: BBQ items whose ambiguous contexts become open-ended prompts.
         open_crows_pairs: CrowS-Pairs pairs whose prefixes become open-ended prompts.
         texts: Named corpora for perplexity and gate-on-text rates (``utility``).
+        mc: Questions of each multiple-choice suite (``mmlu``, ``arc_easy``, ``arc_challenge``,
+            ``openbookqa``; see :func:`fairlens.evaluate.suite_mcqa.load_mc_inputs`).
+        mc_shots: MMLU's solved dev examples (5 per subject) for the 5-shot prompts.
         gen_model: The plain transformers twin used for ``open_ended`` when ``model`` is a
             ``HookedTransformer`` (defaults to ``model``).
         bbq_scorers: Prefix caches already built on ``bbq_items`` (``"plain"`` and ``"prompt"``
@@ -85,6 +91,8 @@ def evaluate_panel(
         tuple(open_crows_pairs),
         dict(texts or {}),
         tuple(shots) if shots else None,
+        dict(mc or {}),
+        tuple(mc_shots),
     )
     for name in cfg.suites:
         _check_suite(name, inputs, gen)

@@ -168,7 +168,38 @@ def _markdown(report: PanelReport) -> str:
             head += [f"ppl {c}", f"gate %texts {c}", f"gate %tok {c}"]
         sizes = ", ".join(f"{c} n={n.get('text_' + c, 0)}" for c in corpora)
         parts.append(f"### Utility ({sizes})\n\n" + _table(head, rows))
+    mc = [s for s in _MC_TITLES if s in res]
+    if mc:
+        head = ["method"]
+        for s in mc:
+            head += [f"{_MC_TITLES[s]} acc % [95% CI]", "changed %", "p"]
+        rows = []
+        for m in methods:
+            cells = [m]
+            for s in mc:
+                r = res[s][m]
+                ci = r.get("ci") or [None, None]
+                p = (r.get("vs_base") or {}).get("mcnemar", {}).get("p")
+                cells += [
+                    f"{_pct(r['accuracy'])} [{_pct(ci[0])}, {_pct(ci[1])}]",
+                    _pct(r.get("side_effect_rate")),
+                    "–" if p is None else f"{p:.3g}",
+                ]
+            rows.append(cells)
+        sizes = ", ".join(f"{_MC_TITLES[s]} n={n.get(s, 0)}" for s in mc)
+        parts.append(
+            f"### Multiple-choice utility (test splits; {sizes}; changed = answers that differ "
+            "from base; p = McNemar vs base)\n\n" + _table(head, rows)
+        )
     return "\n\n".join(parts)
+
+
+_MC_TITLES = {
+    "mmlu": "MMLU 5-shot",
+    "arc_easy": "ARC-E",
+    "arc_challenge": "ARC-C",
+    "openbookqa": "OBQA",
+}
 
 
 def _utility_row(res: dict[str, dict[str, dict[str, Any]]], method: str) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from typing import Literal
 
 from fairlens.data import PromptFormat
 from fairlens.errors import ConfigError
-from fairlens.evaluate.suites import SUITES, PanelConfig
+from fairlens.evaluate.suites import DEFAULT_SUITES, SUITES, PanelConfig
 from fairlens.scoring.letters import ScoringMode
 from fairlens.steer.interventions import METHODS, PANEL_METHODS
 
@@ -30,10 +30,13 @@ class PanelPlan:
         text_n: Neutral-corpus paragraphs for perplexity and the gate on plain text (None: all).
         text_file: A plain-text corpus (paragraphs separated by blank lines) instead of the
             default neutral corpus.
+        mmlu_per_subject: MMLU test questions per subject for the mmlu suite (None: all 14,042).
+        mc_questions: Test questions per ARC-Easy, ARC-Challenge and OpenBookQA suite (None: the
+            whole split).
     """
 
     methods: tuple[str, ...] = field(default=PANEL_METHODS, metadata={"choices": METHODS})
-    suites: tuple[str, ...] = field(default=tuple(SUITES), metadata={"choices": SUITES})
+    suites: tuple[str, ...] = field(default=DEFAULT_SUITES, metadata={"choices": SUITES})
     eval_backend: Literal["tl", "hf"] = "hf"
     crows_per_type: int | None = 20
     open_per_category: int = 2
@@ -41,9 +44,11 @@ class PanelPlan:
     max_new_tokens: int = 20
     text_n: int | None = 40
     text_file: str | None = None
+    mmlu_per_subject: int | None = 2
+    mc_questions: int | None = 100
 
     def __post_init__(self) -> None:
-        for name in ("crows_per_type", "text_n"):
+        for name in ("crows_per_type", "text_n", "mmlu_per_subject", "mc_questions"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ConfigError(f"{name} must be >= 1 or None (all), got {value}.")

@@ -12,18 +12,23 @@ from fairlens.errors import ConfigError
 from fairlens.evaluate.context import PanelSettings, Suite
 from fairlens.evaluate.suite_bbq import BBQ_SUITE
 from fairlens.evaluate.suite_generation import OPEN_ENDED_SUITE
+from fairlens.evaluate.suite_mcqa import MC_SUITE_ENTRIES
 from fairlens.evaluate.suite_text import CROWS_SUITE, UTILITY_SUITE
 
 SUITES: dict[str, Suite] = {
-    s.name: s for s in (BBQ_SUITE, CROWS_SUITE, OPEN_ENDED_SUITE, UTILITY_SUITE)
+    s.name: s for s in (BBQ_SUITE, CROWS_SUITE, OPEN_ENDED_SUITE, UTILITY_SUITE, *MC_SUITE_ENTRIES)
 }
+
+DEFAULT_SUITES: tuple[str, ...] = ("bbq", "crows", "open_ended", "utility")
+"""The suites a run scores unless told otherwise (the multiple-choice utility suites are asked
+for by name: ``--suites ... mmlu arc_easy arc_challenge openbookqa``)."""
 
 
 @dataclass(frozen=True)
 class PanelConfig(PanelSettings):
     """What the panel runs (recorded in the report): methods, suites and scoring settings."""
 
-    suites: tuple[str, ...] = tuple(SUITES)
+    suites: tuple[str, ...] = DEFAULT_SUITES
 
     def __post_init__(self) -> None:
         super().__post_init__()
