@@ -34,6 +34,7 @@ from fairlens.data.crows_pairs import load_crows_pairs, subsample_pairs, type_co
 from fairlens.evaluate.panel import evaluate_panel
 from fairlens.evaluate.panel_report import PanelReport
 from fairlens.evaluate.suite_mcqa import load_mc_inputs
+from fairlens.evaluate.suite_unqover import load_unqover_inputs
 from fairlens.fairsteer.estimator import FairSteer
 from fairlens.search.engine import SearchResult
 from fairlens.steer.fit_data import FitData
@@ -87,6 +88,13 @@ def run_pipeline(
         mmlu_per_subject=cfg.panel.mmlu_per_subject,
         questions=cfg.panel.mc_questions,
         seed=cfg.fit.seed,
+    )
+    unqover = (
+        load_unqover_inputs(
+            resolve_data_dir(cfg.data_dir), cfg.panel.unqover_per_dataset, seed=cfg.fit.seed
+        )
+        if "unqover" in cfg.panel.suites
+        else []
     )
     prep = _prepare(cfg, progress, say, restart)
     fs, fit, chosen, rundir, timings = prep.fs, prep.fit, prep.chosen, prep.rundir, prep.timings
@@ -145,6 +153,7 @@ def run_pipeline(
         texts=texts,
         mc=mc,
         mc_shots=mc_shots,
+        unqover=unqover,
         config=replace(cfg.panel_config(), suites=suites),
         shots=prep.shots if cfg.fit.prompt_format == "few_shot" else None,
         gen_model=hf_model,

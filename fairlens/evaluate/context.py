@@ -16,6 +16,7 @@ from torch import Tensor
 from fairlens.data import BBQItem, PromptFormat
 from fairlens.data.crows_pairs import CrowsPair
 from fairlens.data.mcqa import MCItem
+from fairlens.data.unqover import UnqoverInstance
 from fairlens.errors import ConfigError
 from fairlens.fairsteer.estimator import FairSteer
 from fairlens.model_types import Model, Tokenizer
@@ -42,6 +43,7 @@ class PanelInputs:
     shots: tuple[BBQItem, ...] | None = None
     mc: Mapping[str, Sequence[MCItem]] = field(default_factory=dict)
     mc_shots: tuple[MCItem, ...] = ()
+    unqover: tuple[UnqoverInstance, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from fairlens.backend import is_hooked
 from fairlens.data import BBQItem, content_hash
 from fairlens.data.crows_pairs import CrowsPair
 from fairlens.data.mcqa import MCItem
+from fairlens.data.unqover import UnqoverInstance
 from fairlens.errors import ConfigError
 from fairlens.evaluate.context import PanelContext, PanelInputs, PanelSettings
 from fairlens.evaluate.panel_report import PanelReport
@@ -49,6 +50,7 @@ def evaluate_panel(
     texts: Mapping[str, Sequence[str]] | None = None,
     mc: Mapping[str, Sequence[MCItem]] | None = None,
     mc_shots: Sequence[MCItem] = (),
+    unqover: Sequence[UnqoverInstance] = (),
     config: PanelConfig | None = None,
     shots: Sequence[BBQItem] | None = None,
     gen_model: Model | None = None,
@@ -73,6 +75,7 @@ def evaluate_panel(
         mc: Questions of each multiple-choice suite (``mmlu``, ``arc_easy``, ``arc_challenge``,
             ``openbookqa``; see :func:`fairlens.evaluate.suite_mcqa.load_mc_inputs`).
         mc_shots: MMLU's solved dev examples (5 per subject) for the 5-shot prompts.
+        unqover: UNQOVER instances (:func:`fairlens.data.unqover.generate_unqover`).
         gen_model: The plain transformers twin used for ``open_ended`` when ``model`` is a
             ``HookedTransformer`` (defaults to ``model``).
         bbq_scorers: Prefix caches already built on ``bbq_items`` (``"plain"`` and ``"prompt"``
@@ -93,6 +96,7 @@ def evaluate_panel(
         tuple(shots) if shots else None,
         dict(mc or {}),
         tuple(mc_shots),
+        tuple(unqover),
     )
     for name in cfg.suites:
         _check_suite(name, inputs, gen)

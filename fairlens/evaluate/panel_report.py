@@ -168,6 +168,21 @@ def _markdown(report: PanelReport) -> str:
             head += [f"ppl {c}", f"gate %texts {c}", f"gate %tok {c}"]
         sizes = ", ".join(f"{c} n={n.get('text_' + c, 0)}" for c in corpora)
         parts.append(f"### Utility ({sizes})\n\n" + _table(head, rows))
+    if "unqover" in res:
+        datasets = [d for d in res["unqover"][methods[0]]["metrics"] if d != "pooled"]
+        rows = []
+        for m in methods:
+            r = res["unqover"][m]
+            cells = [m] + [_num(r["metrics"][d]["mu"], 3) for d in datasets]
+            cells += [_num(r["metrics"]["pooled"].get("mu"), 3), _pct(r.get("gate_rate_tokens"))]
+            rows.append(cells)
+        per = ", ".join(
+            f"{d} {res['unqover'][methods[0]]['metrics'][d]['n_instances']}" for d in datasets
+        )
+        parts.append(
+            f"### UNQOVER (bias intensity mu, 0 = unbiased; instances x 4 questions: {per})\n\n"
+            + _table(["method", *datasets, "mean", "gate %tok"], rows)
+        )
     mc = [s for s in _MC_TITLES if s in res]
     if mc:
         head = ["method"]

@@ -33,6 +33,8 @@ class PanelPlan:
         mmlu_per_subject: MMLU test questions per subject for the mmlu suite (None: all 14,042).
         mc_questions: Test questions per ARC-Easy, ARC-Challenge and OpenBookQA suite (None: the
             whole split).
+        unqover_per_dataset: UNQOVER instances (4 questions each) per dataset: gender,
+            nationality, ethnicity and religion.
     """
 
     methods: tuple[str, ...] = field(default=PANEL_METHODS, metadata={"choices": METHODS})
@@ -46,6 +48,7 @@ class PanelPlan:
     text_file: str | None = None
     mmlu_per_subject: int | None = 2
     mc_questions: int | None = 100
+    unqover_per_dataset: int = 25
 
     def __post_init__(self) -> None:
         for name in ("crows_per_type", "text_n", "mmlu_per_subject", "mc_questions"):
@@ -56,6 +59,8 @@ class PanelPlan:
             raise ConfigError(
                 "open_per_category and open_crows_per_type must be >= 0, max_new_tokens >= 1."
             )
+        if self.unqover_per_dataset < 1:
+            raise ConfigError(f"unqover_per_dataset must be >= 1, got {self.unqover_per_dataset}.")
         if self.eval_backend not in ("tl", "hf"):
             raise ConfigError(f"eval_backend must be 'tl' or 'hf', got {self.eval_backend!r}.")
         self.config()  # validates the method and suite names

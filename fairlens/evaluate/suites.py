@@ -14,14 +14,23 @@ from fairlens.evaluate.suite_bbq import BBQ_SUITE
 from fairlens.evaluate.suite_generation import OPEN_ENDED_SUITE
 from fairlens.evaluate.suite_mcqa import MC_SUITE_ENTRIES
 from fairlens.evaluate.suite_text import CROWS_SUITE, UTILITY_SUITE
+from fairlens.evaluate.suite_unqover import UNQOVER_SUITE
 
 SUITES: dict[str, Suite] = {
-    s.name: s for s in (BBQ_SUITE, CROWS_SUITE, OPEN_ENDED_SUITE, UTILITY_SUITE, *MC_SUITE_ENTRIES)
+    s.name: s
+    for s in (
+        BBQ_SUITE,
+        CROWS_SUITE,
+        OPEN_ENDED_SUITE,
+        UTILITY_SUITE,
+        UNQOVER_SUITE,
+        *MC_SUITE_ENTRIES,
+    )
 }
 
 DEFAULT_SUITES: tuple[str, ...] = ("bbq", "crows", "open_ended", "utility")
-"""The suites a run scores unless told otherwise (the multiple-choice utility suites are asked
-for by name: ``--suites ... mmlu arc_easy arc_challenge openbookqa``)."""
+"""The suites a run scores unless told otherwise (UNQOVER and the multiple-choice utility suites
+are asked for by name: ``--suites ... unqover mmlu arc_easy arc_challenge openbookqa``)."""
 
 
 @dataclass(frozen=True)
