@@ -155,9 +155,12 @@ def run_pipeline(
         mc_shots=mc_shots,
         unqover=unqover,
         config=replace(cfg.panel_config(), suites=suites),
-        shots=prep.shots if cfg.fit.prompt_format == "few_shot" else None,
+        shots=prep.shots
+        if cfg.fit.prompt_format == "few_shot" or cfg.panel.bbq_protocol == "fairsteer-8shot"
+        else None,
         gen_model=hf_model,
-        bbq_scorers=scorers if tl_model is None else None,
+        # the search's prefix caches hold the fit's prompts: reused under that protocol only
+        bbq_scorers=scorers if tl_model is None and cfg.panel.bbq_protocol == "fairsteer" else None,
         progress=progress,
         log=say,
         done=rundir.panel_done(),

@@ -75,7 +75,11 @@ def _prepare(
         return list(items_) if cap is None else subsample(items_, cap, seed=cfg.fit.seed)
 
     chosen = {name: pick(name) for name in splits}
-    needs_shots = cfg.fit.prompt_format == "few_shot" or cfg.data.paper_few_shot
+    needs_shots = (
+        cfg.fit.prompt_format == "few_shot"
+        or cfg.data.paper_few_shot
+        or cfg.panel.bbq_protocol == "fairsteer-8shot"
+    )
     shots = few_shot_examples(chosen["shots"], 8, seed=cfg.fit.seed) if needs_shots else None
     timings["load_data"] = time.perf_counter() - t
     say(

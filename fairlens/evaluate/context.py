@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from torch import Tensor
 
@@ -20,6 +20,7 @@ from fairlens.data.unqover import UnqoverInstance
 from fairlens.errors import ConfigError
 from fairlens.fairsteer.estimator import FairSteer
 from fairlens.model_types import Model, Tokenizer
+from fairlens.scoring.bbq_protocols import BBQ_PROTOCOLS
 from fairlens.scoring.letters import ScoringMode
 from fairlens.scoring.likelihood import TextScores, text_logprobs
 from fairlens.steer.interventions import (
@@ -29,6 +30,8 @@ from fairlens.steer.interventions import (
     method_instruction,
 )
 from fairlens.steer.steerer import PositionPolicy
+
+BBQProtocol = Literal["fairsteer", "fairsteer-8shot", "lm-eval"]
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,7 @@ class PanelSettings:
     methods: tuple[str, ...] = PANEL_METHODS
     scoring: ScoringMode = "letter"
     prompt_format: PromptFormat = "zero_shot"
+    bbq_protocol: BBQProtocol = "fairsteer"
     max_new_tokens: int = 20
     batch_size: int = 16
     gen_batch_size: int = 8
@@ -65,6 +69,11 @@ class PanelSettings:
             )
         if not self.methods:
             raise ConfigError("the panel needs at least one method and one suite.")
+        if self.bbq_protocol not in BBQ_PROTOCOLS:
+            raise ConfigError(
+                f"unknown BBQ protocol {self.bbq_protocol!r}.",
+                f"use one of: {', '.join(BBQ_PROTOCOLS)}.",
+            )
         if self.max_new_tokens < 1 or self.batch_size < 1 or self.gen_batch_size < 1:
             raise ConfigError("max_new_tokens and batch sizes must be >= 1.")
 

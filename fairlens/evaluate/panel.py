@@ -136,6 +136,7 @@ def evaluate_panel(
         "suites": list(cfg.suites),
         "scoring": cfg.scoring,
         "prompt_format": cfg.prompt_format,
+        "bbq_protocol": cfg.bbq_protocol,
         "max_new_tokens": cfg.max_new_tokens,
         "batch_size": cfg.batch_size,
         "gen_batch_size": cfg.gen_batch_size,

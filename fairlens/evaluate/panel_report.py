@@ -71,9 +71,18 @@ def _markdown(report: PanelReport) -> str:
                     _pct(r.get("gate_rate_disambig")),
                 ]
             )
+        protocol = report.settings.get("bbq_protocol", "fairsteer")
+        reading = (
+            "lm-eval answer likelihood"
+            if protocol == "lm-eval"
+            else (
+                f"{report.settings.get('scoring')} scoring, "
+                f"{'few_shot' if protocol == 'fairsteer-8shot' else report.settings.get('prompt_format')} prompts"
+            )
+        )
         parts.append(
-            f"### BBQ (eval split, n={n['bbq']}: {n['bbq_ambig']} ambiguous / "
-            f"{n['bbq'] - n['bbq_ambig']} disambiguated)\n\n"
+            f"### BBQ (protocol {protocol}: {reading}; eval split, n={n['bbq']}: "
+            f"{n['bbq_ambig']} ambiguous / {n['bbq'] - n['bbq_ambig']} disambiguated)\n\n"
             + _table(
                 [
                     "method",

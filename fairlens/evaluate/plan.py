@@ -9,6 +9,7 @@ from typing import Literal
 
 from fairlens.data import PromptFormat
 from fairlens.errors import ConfigError
+from fairlens.evaluate.context import BBQProtocol
 from fairlens.evaluate.suites import DEFAULT_SUITES, SUITES, PanelConfig
 from fairlens.scoring.letters import ScoringMode
 from fairlens.steer.interventions import METHODS, PANEL_METHODS
@@ -21,6 +22,9 @@ class PanelPlan:
     Attributes:
         methods: Methods compared side by side.
         suites: Suites scored for every method.
+        bbq_protocol: How BBQ answers are read in the panel: 'fairsteer' (letter logits, zero-shot),
+            'fairsteer-8shot' (letter logits, 8-shot prompts) or 'lm-eval' (answer likelihood as
+            lm-evaluation-harness, with its 'unknown' phrasings); stamped on every BBQ number.
         eval_backend: 'hf' evaluates on the plain transformers twin (the fast path: same numbers,
             tested) or 'tl' on the HookedTransformer; open-ended generation always runs on hf.
         crows_per_type: CrowS-Pairs pairs per bias type (None: all 1,508).
@@ -39,6 +43,7 @@ class PanelPlan:
 
     methods: tuple[str, ...] = field(default=PANEL_METHODS, metadata={"choices": METHODS})
     suites: tuple[str, ...] = field(default=DEFAULT_SUITES, metadata={"choices": SUITES})
+    bbq_protocol: BBQProtocol = "fairsteer"
     eval_backend: Literal["tl", "hf"] = "hf"
     crows_per_type: int | None = 20
     open_per_category: int = 2
@@ -79,4 +84,5 @@ class PanelPlan:
             prompt_format=prompt_format,
             max_new_tokens=self.max_new_tokens,
             batch_size=batch_size,
+            bbq_protocol=self.bbq_protocol,
         )

@@ -16,9 +16,11 @@ import numpy as np
 import torch
 
 from fairlens.backend import encode, is_hooked
-from fairlens.data import BBQItem
+from fairlens.data import BBQItem, PromptFormat
+from fairlens.errors import ConfigError
 from fairlens.evaluate.context import PanelContext, PanelInputs, Suite
 from fairlens.models import get_model_info
+from fairlens.scoring.bbq_protocols import score_lm_eval
 from fairlens.scoring.letters import build_prompts, letter_token_ids, score_items
 from fairlens.scoring.metrics import bbq_metrics
 from fairlens.scoring.prefix_cache import make_scorer
@@ -31,9 +33,18 @@ def _positions(ctx: PanelContext) -> PositionPolicy:
     return ctx.fairsteer.config.steer_positions if ctx.fairsteer is not None else "generated"
 
 
+def _format(ctx: PanelContext) -> PromptFormat:
+    """The BBQ prompt format: 8-shot under the ``fairsteer-8shot`` protocol, else the run's."""
+    return (
+        "few_shot" if ctx.settings.bbq_protocol == "fairsteer-8shot" else ctx.settings.prompt_format
+    )
+
+
 def _cacheable(ctx: PanelContext, method: str) -> bool:
     """Whether ``method`` only touches the last prompt position (the prefix cache applies)."""
     if is_hooked(ctx.model) or ctx.settings.scoring != "letter":
+        return False
+    if ctx.settings.bbq_protocol == "lm-eval":
         return False
     if method in ("base", "prompt"):
         return True
@@ -52,9 +63,7 @@ def _scorer(
     """The prefix cache of ``kind`` prompts (``"plain"`` or ``"prompt"``), built once per run."""
     if kind not in ctx.scorers:
         hooks = [] if ctx.fairsteer is None else [ctx.fairsteer.hook_name_]
-        prompts = build_prompts(
-            items, ctx.settings.prompt_format, ctx.tokenizer, shots, method_instruction(kind)
-        )
+        prompts = build_prompts(items, _format(ctx), ctx.tokenizer, shots, method_instruction(kind))
         ctx.scorers[kind] = make_scorer(
             ctx.model,
             encode(ctx.tokenizer, prompts),
@@ -102,15 +111,24 @@ def _cached(ctx: PanelContext, method: str, inputs: PanelInputs) -> dict[str, An
 
 
 def run_bbq(ctx: PanelContext, method: str, inputs: PanelInputs) -> dict[str, Any]:
-    """BBQ metrics of ``method`` (prefix-cached where exact, else full runs under its hooks)."""
+    """BBQ metrics of ``method`` under the run's protocol (prefix-cached where exact, else full
+    runs under its hooks)."""
+    protocol = ctx.settings.bbq_protocol
+    if protocol == "fairsteer-8shot" and not inputs.shots:
+        raise ConfigError(
+            "the fairsteer-8shot protocol needs 8 solved BBQ examples (shots).",
+            "pass shots=few_shot_examples(...) (fairlens run draws them from the shots split).",
+        )
+    if protocol == "lm-eval":
+        return {"protocol": protocol, **_lm_eval(ctx, method, inputs)}
     if _cacheable(ctx, method):
-        return _cached(ctx, method, inputs)
+        return {"protocol": protocol, **_cached(ctx, method, inputs)}
     with ctx.context(method, ctx.model, _positions(ctx)) as stats:
         res = score_items(
             ctx.model,
             inputs.bbq_items,
             mode=ctx.settings.scoring,
-            prompt_format=ctx.settings.prompt_format,
+            prompt_format=_format(ctx),
             shots=inputs.shots,
             tokenizer=None if is_hooked(ctx.model) else ctx.tokenizer,
             batch_size=ctx.settings.batch_size,
@@ -118,9 +136,29 @@ def run_bbq(ctx: PanelContext, method: str, inputs: PanelInputs) -> dict[str, An
             instruction=method_instruction(method),
         )
     return {
+        "protocol": protocol,
         "gate_rate": None if stats is None else stats.rate,
         "prefix_cached": False,
         "metrics": bbq_metrics(inputs.bbq_items, res.predictions).to_dict(),
+    }
+
+
+def _lm_eval(ctx: PanelContext, method: str, inputs: PanelInputs) -> dict[str, Any]:
+    """The ``lm-eval`` protocol: answer texts scored by log-likelihood, steering (and the gate)
+    at every position, as for fairlens' other likelihood scoring."""
+    with ctx.context(method, ctx.model, "all") as stats:
+        preds = score_lm_eval(
+            ctx.model,
+            ctx.tokenizer,
+            inputs.bbq_items,
+            instruction=method_instruction(method),
+            batch_size=ctx.settings.batch_size,
+            progress=ctx.progress,
+        )
+    return {
+        "gate_rate": None if stats is None else stats.rate,
+        "prefix_cached": False,
+        "metrics": bbq_metrics(inputs.bbq_items, preds).to_dict(),
     }
 
 
