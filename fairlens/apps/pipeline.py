@@ -163,7 +163,7 @@ def run_pipeline(
         bbq_scorers=scorers if tl_model is None and cfg.panel.bbq_protocol == "fairsteer" else None,
         progress=progress,
         log=say,
-        done=rundir.panel_done(),
+        done=rundir.panel_done(cfg.panel_settings(), say),
         on_result=rundir.save_panel,
     )
     timings["evaluate"] = time.perf_counter() - t

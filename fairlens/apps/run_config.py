@@ -199,6 +199,13 @@ class RunConfig:
         ]
         return {k: flat[k] for k in keys}
 
+    def panel_settings(self) -> dict[str, Any]:
+        """The keys a panel result depends on: the panel's (not which methods and suites run, each
+        result is one method on one suite), the protocol-relevant fit keys and the model."""
+        flat = self.flat()
+        keys = [s.key for s in self.config_keys(("panel",)) if s.key not in ("methods", "suites")]
+        return {k: flat[k] for k in ["model", "scoring", "prompt_format", "batch_size", *keys]}
+
     def replace(self, **values: Any) -> RunConfig:
         """A copy with flat keys changed."""
         return type(self).from_keys(**{**self.flat(), **values})

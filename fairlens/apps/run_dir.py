@@ -8,6 +8,7 @@ import hashlib
 import json
 import shutil
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -70,16 +71,38 @@ class _RunDir:
             json.dumps({"fit_settings_sha": digest, "fit_settings": settings}, indent=2)
         )
 
-    def panel_done(self) -> dict[str, dict[str, Any]]:
+    def panel_done(
+        self, settings: dict[str, Any], say: Callable[[str], None] = lambda _m: None
+    ) -> dict[str, dict[str, Any]]:
+        """The panel results a previous run of this folder left, if they were computed with the
+        same panel ``settings`` (sizes, protocol, backend...); otherwise they are discarded, so a
+        changed setting never reuses a result computed under another."""
         folder = self.path / "panel"
+        folder.mkdir(exist_ok=True)
+        record = folder / "settings.json"
+        settings = json.loads(json.dumps(settings, default=list))
+        old = json.loads(record.read_text()) if record.is_file() else None
+        results = [f for f in folder.glob("*.json") if f.name != "settings.json"]
+        if old != settings and results:
+            changed = (
+                "recorded by an older fairlens"
+                if old is None
+                else ", ".join(
+                    k for k in sorted(set(old) | set(settings)) if old.get(k) != settings.get(k)
+                )  # fmt: skip
+            )
+            say(f"panel results in the run folder discarded (panel settings changed: {changed})")
+            for f in results:
+                f.unlink()
+            results = []
+        record.write_text(json.dumps(settings, indent=2))
         done: dict[str, dict[str, Any]] = {}
-        if folder.is_dir():
-            for f in folder.glob("*.json"):
-                suite, method = f.stem.split("__")
-                try:
-                    done[f"{suite}/{method}"] = json.loads(f.read_text())
-                except json.JSONDecodeError:
-                    f.unlink()  # cut by an interruption: compute it again
+        for f in results:
+            suite, method = f.stem.split("__")
+            try:
+                done[f"{suite}/{method}"] = json.loads(f.read_text())
+            except json.JSONDecodeError:
+                f.unlink()  # cut by an interruption: compute it again
         return done
 
     def save_panel(self, suite: str, method: str, result: dict[str, Any]) -> None:

@@ -147,7 +147,7 @@ def test_scores_are_the_best_of_each_questions_own_letters():
 
 
 def test_the_suites_report_accuracy_side_effects_and_the_paired_test():
-    _, hf, tok = tiny_hooked(seed=0)
+    hooked, hf, tok = tiny_hooked(seed=0)
     items = synthetic_items(n_templates=10, per_template=12, categories=("Age", "SES", "Religion"))
     parts = {k: list(v.items) for k, v in split_by_template(
         items, {"probe": 0.5, "dsv": 0.2, "select": 0.3}, seed=0).items()}  # fmt: skip
@@ -172,6 +172,27 @@ def test_the_suites_report_accuracy_side_effects_and_the_paired_test():
     assert set(mmlu["per_subject"]) == {"law", "math"}
     assert mmlu["subject_mean"] == pytest.approx(sum(mmlu["per_subject"].values()) / 2)
     assert report.n["mmlu"] == 12 and "Multiple-choice utility" in report.markdown()
+    # prefix-cached on the fast path (all but the ablation), the same answers as full TL runs
+    cached = {m: report.results["arc_easy"][m]["prefix_cached"] for m in report.results["arc_easy"]}
+    assert cached == {
+        "base": True,
+        "prompt": True,
+        "static": True,
+        "fairsteer": True,
+        "ablation": False,
+    }
+    full = evaluate_panel(
+        hooked, tok, fs, mc={"mmlu": questions, "arc_easy": arc}, mc_shots=shots,
+        config=PanelConfig(suites=("mmlu", "arc_easy")),
+    )  # fmt: skip
+    for suite in ("mmlu", "arc_easy"):
+        for method, r in full.results[suite].items():
+            assert not r["prefix_cached"]
+            got = report.results[suite][method]
+            assert (got["accuracy"], got["side_effect_rate"]) == (
+                r["accuracy"],
+                r["side_effect_rate"],
+            )
     # the side-effect rate is the share of answers that changed, recomputed here by hand
     with fs.steering(hf, mode="static"):
         steered = score_mc(hf, tok, arc, mc_prompts(arc, tok))
