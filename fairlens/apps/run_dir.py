@@ -89,7 +89,7 @@ class _RunDir:
                 if old is None
                 else ", ".join(
                     k for k in sorted(set(old) | set(settings)) if old.get(k) != settings.get(k)
-                )  # fmt: skip
+                )
             )
             say(f"panel results in the run folder discarded (panel settings changed: {changed})")
             for f in results:

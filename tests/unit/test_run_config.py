@@ -168,3 +168,21 @@ def test_attribute_docs_read_google_style_entries():
         b: int = 0
 
     assert attribute_docs(Doc) == {"a": "First line continued here.", "b": "With a 'code' and REG."}
+
+
+def test_panel_results_of_other_panel_settings_are_never_reused(tmp_path):
+    cfg = RunConfig.from_keys(out_dir=str(tmp_path))
+    rundir = _RunDir(cfg, restart=False)
+    assert rundir.panel_done(cfg.panel_settings()) == {}
+    rundir.save_panel("bbq", "base", {"acc": 1})
+    assert rundir.panel_done(cfg.panel_settings()) == {"bbq/base": {"acc": 1}}
+    more = cfg.replace(suites=("bbq", "unqover"), methods=("base",))  # which ones run: kept
+    assert rundir.panel_done(more.panel_settings()) == {"bbq/base": {"acc": 1}}
+    said: list[str] = []
+    other = cfg.replace(crows_per_type=3)  # a size changed: every result is computed again
+    assert rundir.panel_done(other.panel_settings(), said.append) == {}
+    assert "crows_per_type" in said[0] and not list((tmp_path / cfg.name / "panel").glob("bbq*"))
+    rundir.save_panel("bbq", "base", {"acc": 2})
+    (tmp_path / cfg.name / "panel" / "settings.json").unlink()  # a folder of an older fairlens
+    assert rundir.panel_done(other.panel_settings(), said.append) == {}
+    assert "older fairlens" in said[1]
