@@ -43,12 +43,15 @@ _EXPORTS: dict[str, str] = {
     "zero_ablation": "ablation",
     "TokenView": "tokens",
     "token_view": "tokens",
+    "EntanglementResult": "entanglement",
+    "category_entanglement": "entanglement",
 }
 
 __all__ = [
     "AblationEffect",
     "AblationRow",
     "CosineMatrix",
+    "EntanglementResult",
     "HeadSweep",
     "HookTypeSweep",
     "LayerMetrics",
@@ -63,6 +66,7 @@ __all__ = [
     "ablation_effect",
     "category_cosines",
     "category_dsvs",
+    "category_entanglement",
     "cosine_matrix",
     "directional_ablation",
     "head_probe_sweep",
@@ -106,6 +110,7 @@ if TYPE_CHECKING:
         mean_activation,
         zero_ablation,
     )
+    from fairlens.analysis.entanglement import EntanglementResult, category_entanglement
     from fairlens.analysis.geometry import (
         CosineMatrix,
         MethodCosines,

@@ -27,7 +27,7 @@ from fairlens.backend import resolve_tokenizer
 from fairlens.data import BBQItem, PromptFormat, contrastive_pairs
 from fairlens.directions import Directions, compute_dsv, cosine
 from fairlens.errors import ConfigError
-from fairlens.model_types import Model
+from fairlens.model_types import Model, Tokenizer
 
 __all__ = [
     "CosineMatrix",
@@ -100,11 +100,12 @@ def category_dsvs(
     seed: int = 0,
     batch_size: int = 16,
     progress: bool = False,
+    tokenizer: Tokenizer | None = None,
 ) -> dict[str, Directions]:
     """One DSV per BBQ category present in ``items`` (FairSteer's estimator, per category).
 
     Args:
-        model: A ``HookedTransformer``.
+        model: A ``HookedTransformer`` or a plain transformers model (then pass ``tokenizer``).
         items: Items to draw ambiguous contrastive pairs from (categories without a usable item
             are skipped).
         hooks: Hook kind(s) or full names to read (see :func:`~fairlens.extract_activations`).
@@ -114,8 +115,9 @@ def category_dsvs(
         seed: Pair selection seed.
         batch_size: Sequences per forward pass.
         progress: Show a progress bar over categories.
+        tokenizer: The tokenizer of a plain transformers model.
     """
-    tok = resolve_tokenizer(model)
+    tok = resolve_tokenizer(model, tokenizer)
     by_cat: dict[str, list[BBQItem]] = {}
     for it in items:
         by_cat.setdefault(it.category, []).append(it)
@@ -127,7 +129,9 @@ def category_dsvs(
         pairs = contrastive_pairs(
             usable, prompt_format, tokenizer=tok, n_per_category=n_per_category, seed=seed
         )
-        out[cat] = compute_dsv(model, pairs, hooks=hooks, layers=layers, batch_size=batch_size)
+        out[cat] = compute_dsv(
+            model, pairs, hooks=hooks, layers=layers, batch_size=batch_size, tokenizer=tok
+        )
     if len(out) < 2:
         raise ConfigError(
             f"Need DSVs for at least 2 categories to compare; got {sorted(out)}.",

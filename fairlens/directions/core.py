@@ -27,7 +27,7 @@ from fairlens.activations.extraction import Activations, extract_activations
 from fairlens.backend import encode, resolve_tokenizer
 from fairlens.data import ContrastivePair
 from fairlens.errors import ConfigError
-from fairlens.model_types import Model
+from fairlens.model_types import Model, Tokenizer
 
 DSVPosition = Literal["answer", "colon"]
 
@@ -77,6 +77,7 @@ def compute_dsv(
     layers: Sequence[int] | None = None,
     batch_size: int = 16,
     progress: bool = False,
+    tokenizer: Tokenizer | None = None,
 ) -> Directions:
     """FairSteer's DSV per hook, read at the appended answer-letter token.
 
@@ -85,7 +86,7 @@ def compute_dsv(
     """
     if len(pairs) == 0:
         raise ConfigError("No contrastive pairs.", "Pass ambiguous BBQ items with a bias target.")
-    tok = resolve_tokenizer(model)
+    tok = resolve_tokenizer(model, tokenizer)  # a plain transformers model needs ``tokenizer``
     prompts = encode(tok, [p.prompt for p in pairs])
     seqs: list[list[int]] = []
     for ids, pair in zip(prompts, pairs, strict=True):

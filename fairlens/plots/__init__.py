@@ -9,7 +9,7 @@ this package imports plotly, so :mod:`fairlens` itself never imports it.
 
 from __future__ import annotations
 
-from fairlens.plots.geometry import cosine_heatmap, method_cosine_curves
+from fairlens.plots.geometry import cosine_heatmap, entanglement_heatmap, method_cosine_curves
 from fairlens.plots.separability import (
     head_heatmap,
     hook_type_heatmap,
@@ -29,6 +29,7 @@ from fairlens.plots.tokens import token_figure
 __all__ = [
     "ablation_bars",
     "cosine_heatmap",
+    "entanglement_heatmap",
     "explore_ablation",
     "head_heatmap",
     "hook_type_heatmap",

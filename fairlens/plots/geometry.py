@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import plotly.graph_objects as go
 
+from fairlens.analysis.entanglement import EntanglementResult
 from fairlens.analysis.geometry import CosineMatrix, MethodCosines
 from fairlens.plots._common import finish, layer_of
 
@@ -66,4 +67,36 @@ def method_cosine_curves(mc: MethodCosines, *, title: str | None = None) -> go.F
         title or "Agreement between direction estimators per layer",
         x="layer (block index)",
         y="cosine similarity",
+    )
+
+
+def entanglement_heatmap(result: EntanglementResult, *, title: str | None = None) -> go.Figure:
+    """Source x target Δ ambiguous accuracy (points; diverging colours centred on 0)."""
+    z = result.delta
+    bound = float(max(1.0, abs(z).max()))
+    fig = go.Figure(
+        go.Heatmap(
+            z=z,
+            x=[f"{t} (n={result.n_ambig[t]})" for t in result.targets],
+            y=list(result.sources),
+            zmin=-bound,
+            zmax=bound,
+            colorscale="RdBu",
+            text=[[f"{v:+.1f}" for v in row] for row in z],
+            texttemplate="%{text}",
+            colorbar={"title": {"text": "Δ acc_amb (pts)"}},
+            hovertemplate="direction from %{y}<br>scored on %{x}<br>Δ %{z:+.1f} pts<extra></extra>",
+        )
+    )
+    fig.update_yaxes(autorange="reversed")
+    size = max(520, min(900, 45 * len(result.targets) + 300))
+    return finish(
+        fig,
+        title
+        or f"Direction fitted on one category, effect on every category ({result.hook}, "
+        f"α={result.alpha:g}×‖h‖)",
+        x="scored category (ambiguous items)",
+        y="direction fitted on",
+        width=size + 120,
+        height=size,
     )
