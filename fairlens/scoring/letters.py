@@ -63,19 +63,28 @@ class ScoreResult:
         return len(self.uids)
 
 
-def letter_token_ids(tokenizer: Tokenizer) -> list[int]:
-    """Token ids of " A", " B", " C"; each must be one token."""
+def single_token_ids(tokenizer: Tokenizer, letters: str, what: str, fix: str) -> list[int]:
+    """Token ids of ``" " + letter`` for each letter; each must be one token (else ConfigError
+    naming ``what`` cannot be read, and ``fix``)."""
     ids = []
-    for letter in LETTERS:
+    for letter in letters:
         toks = tokenizer.encode(" " + letter, add_special_tokens=False)
         if len(toks) != 1:
             raise ConfigError(
-                f"The tokenizer splits {' ' + letter!r} into {len(toks)} tokens, so letter scoring "
-                "cannot read a single next-token logit.",
-                "Use --scoring loglik for this model.",
+                f"The tokenizer splits {' ' + letter!r} into {len(toks)} tokens, so {what}.", fix
             )
         ids.append(int(toks[0]))
     return ids
+
+
+def letter_token_ids(tokenizer: Tokenizer) -> list[int]:
+    """Token ids of " A", " B", " C"; each must be one token."""
+    return single_token_ids(
+        tokenizer,
+        "".join(LETTERS),
+        "letter scoring cannot read a single next-token logit",
+        "Use --scoring loglik for this model.",
+    )
 
 
 def build_prompts(

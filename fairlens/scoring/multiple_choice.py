@@ -21,6 +21,7 @@ from fairlens.backend import encode, last_token_logits, length_sorted_chunks, pa
 from fairlens.data.mcqa import MC_LETTERS, MCItem
 from fairlens.errors import ConfigError
 from fairlens.model_types import Model, Tokenizer
+from fairlens.scoring.letters import single_token_ids
 
 __all__ = ["mc_letter_ids", "mc_prompts", "score_mc"]
 
@@ -78,17 +79,12 @@ def mc_letter_ids(tokenizer: Tokenizer, n: int = len(MC_LETTERS)) -> list[int]:
         ConfigError: The tokenizer splits a letter into several tokens (no single next-token
             logit to read).
     """
-    ids = []
-    for letter in MC_LETTERS[:n]:
-        toks = tokenizer.encode(" " + letter, add_special_tokens=False)
-        if len(toks) != 1:
-            raise ConfigError(
-                f"The tokenizer splits {' ' + letter!r} into {len(toks)} tokens, so the "
-                "multiple-choice suites cannot read one next-token logit per option.",
-                "leave the mmlu/arc/openbookqa suites out for this model.",
-            )
-        ids.append(int(toks[0]))
-    return ids
+    return single_token_ids(
+        tokenizer,
+        MC_LETTERS[:n],
+        "the multiple-choice suites cannot read one next-token logit per option",
+        "leave the mmlu/arc/openbookqa suites out for this model.",
+    )
 
 
 def score_mc(
