@@ -120,7 +120,7 @@ def test_help_on_every_subcommand(argv, capsys):
     ("extra", "needle"),
     [
         ({"crows_per_type": 0}, "crows_per_type must be >= 1"),
-        ({"suites": ["bbq", "mmlu"]}, "unknown suites"),
+        ({"suites": ["bbq", "mmlu-pro"]}, "unknown suites"),
         ({"methods": ["base", "magic"]}, "unknown methods"),
         ({"max_new_tokens": 0}, "max_new_tokens >= 1"),
     ],

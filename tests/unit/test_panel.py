@@ -177,7 +177,7 @@ def test_refusals(setup):
     with pytest.raises(ConfigError, match="need a fitted FairSteer"):
         evaluate_panel(hf, tok, None, bbq_items=items, config=PanelConfig(suites=("bbq",)))
     with pytest.raises(ConfigError, match="unknown suites"):
-        PanelConfig(suites=("mmlu",))
+        PanelConfig(suites=("mmlu-pro",))
     with pytest.raises(ConfigError, match="has no inputs"):
         evaluate_panel(hf, tok, fs, bbq_items=items, config=PanelConfig(suites=("crows",)))
     fitted_item = next(
