@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from itertools import product
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -35,6 +35,7 @@ from fairlens.errors import ConfigError
 from fairlens.model_types import Model, Tokenizer
 from fairlens.scoring.letters import ScoringMode, score_items
 from fairlens.scoring.metrics import BBQMetrics, bbq_metrics
+from fairlens.steer.fitted import SteererSource
 from fairlens.steer.steerer import PositionPolicy, Steerer, SteeringConfig, SteerMode
 
 __all__ = ["METRICS", "SteererFactory", "SteeringPoint", "SteeringSweep", "steering_sweep"]
@@ -43,21 +44,6 @@ METRICS: tuple[str, ...] = ("acc_ambig", "acc_disambig", "s_amb", "s_dis")
 """Pooled metrics each sweep point records (accuracies are fractions, bias scores x100)."""
 
 Mode = Literal["base", "dynamic", "static"]
-
-
-@runtime_checkable
-class SteererSource(Protocol):
-    """Anything that builds a :class:`Steerer` per layer/mode/alpha/tau (e.g. a fitted FairSteer)."""
-
-    def steerer(
-        self,
-        *,
-        mode: SteerMode = ...,
-        alpha: float | None = ...,
-        tau: float | None = ...,
-        positions: PositionPolicy | None = ...,
-        layer: int | None = ...,
-    ) -> Steerer: ...
 
 
 @dataclass(frozen=True, eq=False)

@@ -26,19 +26,22 @@ from fairlens.apps.run_config import RunConfig
 from fairlens.apps.run_dir import _RunDir, _split_summary
 from fairlens.apps.run_prepare import _prepare
 from fairlens.data import (
+    content_hash,
     resolve_data_dir,
     subsample,
 )
 from fairlens.data.corpus import NEUTRAL_CORPUS, load_neutral_texts
 from fairlens.data.crows_pairs import load_crows_pairs, subsample_pairs, type_counts
+from fairlens.detect.condition_gate import ConditionGate
+from fairlens.errors import ArtifactError, ConfigError
 from fairlens.evaluate.panel import evaluate_panel
 from fairlens.evaluate.panel_report import PanelReport
-from fairlens.evaluate.suite_mcqa import load_mc_inputs
+from fairlens.evaluate.suite_mcqa import load_mc_calibration, load_mc_inputs
 from fairlens.evaluate.suite_unqover import load_unqover_inputs
 from fairlens.fairsteer.estimator import FairSteer
 from fairlens.search.engine import SearchResult
 from fairlens.steer.fit_data import FitData
-from fairlens.steer.interventions import DEBIAS_INSTRUCTION
+from fairlens.steer.interventions import DEBIAS_INSTRUCTION, METHODS
 
 """Named settings; ``fairlens run --preset paper`` (flags given beside it win)."""
 
@@ -89,6 +92,18 @@ def run_pipeline(
         questions=cfg.panel.mc_questions,
         seed=cfg.fit.seed,
     )
+    calibrate = any(METHODS[m].letter_prior for m in cfg.panel.methods)
+    mc_calibration = (
+        load_mc_calibration(
+            resolve_data_dir(cfg.data_dir),
+            cfg.panel.suites,
+            mmlu_per_subject=cfg.panel.mmlu_per_subject,
+            questions=cfg.panel.mc_questions,
+            seed=cfg.fit.seed,
+        )
+        if calibrate
+        else {}
+    )
     unqover = (
         load_unqover_inputs(
             resolve_data_dir(cfg.data_dir), cfg.panel.unqover_per_dataset, seed=cfg.fit.seed
@@ -109,6 +124,18 @@ def run_pipeline(
         fit.save(rundir.path / "fit_data")  # keeps the directions the search fitted
         timings["search"] = time.perf_counter() - t
     fit.release()
+    condition_gate, skipped = None, {}
+    methods = tuple(cfg.panel.methods)
+    gated = [m for m in methods if METHODS[m].needs_condition_gate]
+    if gated:
+        t = time.perf_counter()
+        try:
+            condition_gate = _condition_gate(fs, fit, chosen["select"], rundir, say)
+        except ConfigError as exc:  # too few BAD labels on a small split: the rest still runs
+            say(f"{', '.join(gated)} skipped: {exc.cause}")
+            skipped = {m: f"condition gate not fitted: {exc.cause}" for m in gated}
+            methods = tuple(m for m in methods if m not in skipped)
+        timings["condition_gate"] = time.perf_counter() - t
 
     # ---------------------------------------------------------------- panel
     t = time.perf_counter()
@@ -139,7 +166,7 @@ def run_pipeline(
     if suites != tuple(cfg.panel.suites):
         say("utility suite skipped: no text corpus (text_n is 0)")
     say(
-        f"panel: {', '.join(cfg.panel.methods)} on {', '.join(suites)} "
+        f"panel: {', '.join(methods)} on {', '.join(suites)} "
         f"({len(chosen['eval'])} BBQ eval items, {len(crows)} CrowS pairs)"
     )
     panel = evaluate_panel(
@@ -154,7 +181,10 @@ def run_pipeline(
         mc=mc,
         mc_shots=mc_shots,
         unqover=unqover,
-        config=replace(cfg.panel_config(), suites=suites),
+        bbq_calibration=chosen["select"] if calibrate else (),
+        mc_calibration=mc_calibration,
+        condition_gate=condition_gate,
+        config=replace(cfg.panel_config(), suites=suites, methods=methods),
         shots=prep.shots
         if cfg.fit.prompt_format == "few_shot" or cfg.panel.bbq_protocol == "fairsteer-8shot"
         else None,
@@ -200,7 +230,7 @@ def run_pipeline(
         "fairsteer": {**fs.summary(), "dsv_pairs": fs.dsv_.n_pos},
         "prompt_baseline_instruction": DEBIAS_INSTRUCTION,
         "search": None if search_result is None else search_result.to_dict(),
-        "panel": panel.to_dict(),
+        "panel": {**panel.to_dict(), "skipped_methods": skipped},
         "timings_s": {k: round(v, 2) for k, v in timings.items()},
     }
     (rundir.path / "report.json").write_text(json.dumps(full, indent=2))
@@ -265,6 +295,55 @@ def _run_search(
     return result
 
 
+def _condition_gate(
+    fs: FairSteer,
+    fit: FitData,
+    select: list[Any],
+    rundir: _RunDir,
+    say: Callable[[str], None],
+) -> ConditionGate:
+    """The ``cast`` baseline's gate at FairSteer's hook: direction on the fit split's BAD rows,
+    threshold on the selection split (saved in the run folder; reused while both are the same)."""
+    path = rundir.path / "condition_gate"
+    identity = {"hook": fs.hook_name_, "select_split_hash": content_hash(select)}
+    if path.is_dir():
+        try:
+            gate, provenance = ConditionGate.load(path)
+            if provenance == identity:
+                say("condition gate: loaded from the run folder (resumed)")
+                return gate
+        except ArtifactError as exc:
+            say(f"condition gate in the run folder not usable ({exc.cause}); refitting")
+    say(f"condition gate (cast baseline): threshold on {len(select)} selection items")
+    gate = fit.condition_gate(fs.hook_name_, select)
+    gate.save(path, **identity)
+    return gate
+
+
+def _baseline_lines(settings: dict[str, Any]) -> list[str]:
+    """How the calibration and CAST baselines were fitted (when they ran)."""
+    lines = []
+    calib = {k: v for k, v in (settings.get("calibration_n") or {}).items() if v}
+    if calib:
+        lines.append(
+            "- calibrated: letter prior fitted on "
+            + ", ".join(f"{k} n={v}" for k, v in calib.items())
+            + " (BBQ: the selection split; multiple choice: dev / validation splits)"
+        )
+    gate = settings.get("condition_gate")
+    if gate:
+        sel = gate["selection"]
+        lines.append(
+            f"- cast: condition direction on {gate['n_fit']['steer']} biased / "
+            f"{gate['n_fit']['leave']} unbiased fit rows (cosine with the DSV "
+            f"{gate['direction_cosine_with_dsv']:.2f}); threshold {gate['threshold']:.3g} on the "
+            f"selection split (n={sel['n']}: balanced accuracy {100 * sel['balanced_accuracy']:.1f}%, "
+            f"fires on {100 * sel['fires_on_steer']:.0f}% of biased / "
+            f"{100 * sel['fires_on_leave']:.0f}% of unbiased rows), rule: {sel['rule']}"
+        )
+    return lines
+
+
 def summary_text(
     report: dict[str, Any], panel: PanelReport, search: SearchResult | None = None
 ) -> str:
@@ -295,6 +374,7 @@ def summary_text(
         f"- steering: layer {fsr['layer']}, alpha {fsr['alpha']:g} ({fsr['alpha_unit']}; "
         f"‖αv‖/‖h‖ = {fsr['relative_strength']:.3f}), chosen by {sel['selection']}: {sel.get('rule')}",
         "- methods: " + "; ".join(f"{k} = {v}" for k, v in panel.to_dict()["methods"].items()),
+        *_baseline_lines(panel.settings),
         "",
     ]
     if search is not None:

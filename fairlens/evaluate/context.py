@@ -11,23 +11,31 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import torch
 from torch import Tensor
 
+from fairlens.backend import is_hooked
 from fairlens.data import BBQItem, PromptFormat
 from fairlens.data.crows_pairs import CrowsPair
 from fairlens.data.mcqa import MCItem
 from fairlens.data.unqover import UnqoverInstance
+from fairlens.detect.condition_gate import ConditionGate
 from fairlens.errors import ConfigError
 from fairlens.fairsteer.estimator import FairSteer
 from fairlens.model_types import Model, Tokenizer
+from fairlens.models import get_model_info
 from fairlens.scoring.bbq_protocols import BBQ_PROTOCOLS
 from fairlens.scoring.letters import ScoringMode
 from fairlens.scoring.likelihood import TextScores, text_logprobs
 from fairlens.steer.interventions import (
+    DEFAULT_METHODS,
     METHOD_DESCRIPTIONS,
+    METHODS,
     PANEL_METHODS,
+    FittedSteering,
     method_context,
     method_instruction,
+    method_steering,
 )
 from fairlens.steer.steerer import PositionPolicy
 
@@ -47,13 +55,15 @@ class PanelInputs:
     mc: Mapping[str, Sequence[MCItem]] = field(default_factory=dict)
     mc_shots: tuple[MCItem, ...] = ()
     unqover: tuple[UnqoverInstance, ...] = ()
+    bbq_calibration: tuple[BBQItem, ...] = ()
+    mc_calibration: Mapping[str, Sequence[MCItem]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class PanelSettings:
     """How the suites score (the part of :class:`~fairlens.evaluate.suites.PanelConfig` they read)."""
 
-    methods: tuple[str, ...] = PANEL_METHODS
+    methods: tuple[str, ...] = DEFAULT_METHODS
     scoring: ScoringMode = "letter"
     prompt_format: PromptFormat = "zero_shot"
     bbq_protocol: BBQProtocol = "fairsteer"
@@ -100,10 +110,69 @@ class PanelContext:
     settings: PanelSettings
     progress: bool
     scorers: dict[str, Any] = field(default_factory=dict)
+    condition_gate: ConditionGate | None = None
 
     def context(self, method: str, model: Model, positions: PositionPolicy) -> Any:
         """The method's intervention on ``model`` (a context manager yielding its gate stats)."""
-        return method_context(method, model, self.fairsteer, positions=positions, record=True)
+        return method_context(
+            method,
+            model,
+            self.fairsteer,
+            positions=positions,
+            record=True,
+            condition_gate=self.condition_gate,
+        )
+
+    def positions(self) -> PositionPolicy:
+        """Where the answer-reading suites steer: the FairSteer position policy."""
+        return self.fairsteer.config.steer_positions if self.fairsteer is not None else "generated"
+
+    def steering(self, method: str) -> FittedSteering:
+        """The fitted steering ``method`` applies (FairSteer's, or under the condition gate)."""
+        assert self.fairsteer is not None
+        return method_steering(method, self.fairsteer, self.condition_gate)
+
+    def cacheable(self, method: str) -> bool:
+        """Whether ``method``'s answers can be read off a prefix cache of the unsteered prompts:
+        it adds no hook (base, prompt, calibrated) or adds the vector at the last prompt position
+        only (static and gated steering under the answer-position policy), on the plain
+        transformers model."""
+        if is_hooked(self.model):
+            return False
+        entry = METHODS[method]
+        if not entry.needs_fit:
+            return True
+        fs = self.fairsteer
+        return (
+            entry.steer_mode is not None
+            and fs is not None
+            and self.positions() in ("generated", "last_prompt")
+            and fs.config.scope != "all"
+        )
+
+    def composed_logits(self, method: str, scorer: Any, key: str) -> tuple[Tensor, Tensor | None]:
+        """``method``'s answer logits read off ``scorer`` (a prefix cache of the unsteered prompts)
+        and where its gate fired (``None`` without a gate): the steered logits are one-token
+        forwards from the cache (computed once per scorer, under ``key``), the gated ones taken
+        from them where the gate fires on the unsteered activation, else the base ones (exact;
+        tested against full runs)."""
+        entry = METHODS[method]
+        if entry.steer_mode is None:
+            return scorer.base_logits, None
+        assert self.fairsteer is not None
+        get_model_info(self.model).check_matches(
+            self.fairsteer.model_info_.fingerprint(), what="FairSteer"
+        )
+        static_key = f"{key}/static-logits"
+        if static_key not in self.scorers:
+            edit = self.fairsteer.last_position_edit()
+            self.scorers[static_key] = scorer.logits([edit])[0]
+        static = self.scorers[static_key]
+        if entry.steer_mode == "static":
+            fire = torch.ones(static.shape[0], dtype=torch.bool)
+        else:
+            fire = self.steering(method).gate_fires(scorer.base_acts).cpu()
+        return torch.where(fire[:, None], static, scorer.base_logits), fire
 
     def text_scores(self, method: str, texts: Sequence[str], desc: str) -> TextScores:
         """Per-token log-probs of ``texts`` under ``method`` (steering at every position)."""
@@ -131,6 +200,11 @@ class Suite:
         run: ``run(context, method, inputs)`` -> the JSON-ready result of one method.
         sizes: The ``n`` entries the report records for this suite.
         fast_path_only: Needs the plain transformers model (generation with a KV cache).
+        reads_letters: ``reads_letters(context)`` -> whether the suite reads answer letters under
+            the run's settings (letter-prior calibration changes only those suites; ``None``:
+            never).
+        calibration_missing: ``calibration_missing(inputs)`` -> the calibration input the
+            ``calibrated`` method lacks, or ``None``.
     """
 
     name: str
@@ -139,3 +213,5 @@ class Suite:
     run: Any
     sizes: Any
     fast_path_only: bool = False
+    reads_letters: Any = None
+    calibration_missing: Any = None

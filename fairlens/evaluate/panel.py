@@ -27,13 +27,15 @@ from fairlens.data import BBQItem, content_hash
 from fairlens.data.crows_pairs import CrowsPair
 from fairlens.data.mcqa import MCItem
 from fairlens.data.unqover import UnqoverInstance
+from fairlens.detect.condition_gate import ConditionGate
 from fairlens.errors import ConfigError
-from fairlens.evaluate.context import PanelContext, PanelInputs, PanelSettings
+from fairlens.evaluate.context import PanelContext, PanelInputs, PanelSettings, Suite
 from fairlens.evaluate.panel_report import PanelReport
 from fairlens.evaluate.suites import SUITES, PanelConfig
 from fairlens.fairsteer.estimator import FairSteer
 from fairlens.model_types import Model, Tokenizer
-from fairlens.steer.interventions import check_methods
+from fairlens.steer.conditioned import ConditionedSteering
+from fairlens.steer.interventions import METHODS, check_methods
 
 __all__ = ["SUITES", "PanelConfig", "PanelReport", "evaluate_panel"]
 
@@ -51,6 +53,9 @@ def evaluate_panel(
     mc: Mapping[str, Sequence[MCItem]] | None = None,
     mc_shots: Sequence[MCItem] = (),
     unqover: Sequence[UnqoverInstance] = (),
+    bbq_calibration: Sequence[BBQItem] = (),
+    mc_calibration: Mapping[str, Sequence[MCItem]] | None = None,
+    condition_gate: ConditionGate | None = None,
     config: PanelConfig | None = None,
     shots: Sequence[BBQItem] | None = None,
     gen_model: Model | None = None,
@@ -76,6 +81,12 @@ def evaluate_panel(
             ``openbookqa``; see :func:`fairlens.evaluate.suite_mcqa.load_mc_inputs`).
         mc_shots: MMLU's solved dev examples (5 per subject) for the 5-shot prompts.
         unqover: UNQOVER instances (:func:`fairlens.data.unqover.generate_unqover`).
+        bbq_calibration: BBQ items the ``calibrated`` method's letter prior is fitted on (the
+            selection split; template-disjoint from ``bbq_items``, refused otherwise).
+        mc_calibration: Per multiple-choice suite, the questions its letter prior is fitted on
+            (dev / validation splits; :func:`fairlens.evaluate.suite_mcqa.load_mc_inputs`).
+        condition_gate: The fitted CAST-style gate of the ``cast`` method
+            (:meth:`fairlens.steer.fit_data.FitData.condition_gate`).
         gen_model: The plain transformers twin used for ``open_ended`` when ``model`` is a
             ``HookedTransformer`` (defaults to ``model``).
         bbq_scorers: Prefix caches already built on ``bbq_items`` (``"plain"`` and ``"prompt"``
@@ -85,7 +96,7 @@ def evaluate_panel(
     """
     cfg = config or PanelConfig()
     say = log or (lambda _m: None)
-    check_methods(list(cfg.methods), fairsteer)
+    check_methods(list(cfg.methods), fairsteer, condition_gate)
     gen = gen_model if gen_model is not None else model
     inputs = PanelInputs(
         tuple(bbq_items),
@@ -97,6 +108,8 @@ def evaluate_panel(
         dict(mc or {}),
         tuple(mc_shots),
         tuple(unqover),
+        tuple(bbq_calibration),
+        dict(mc_calibration or {}),
     )
     for name in cfg.suites:
         _check_suite(name, inputs, gen)
@@ -111,7 +124,10 @@ def evaluate_panel(
         settings=settings,
         progress=progress,
         scorers=dict(bbq_scorers or {}),
+        condition_gate=condition_gate,
     )
+    if any(METHODS[m].letter_prior for m in cfg.methods):
+        _check_calibration(ctx, cfg.suites, inputs)
     results: dict[str, dict[str, dict[str, Any]]] = {s: {} for s in cfg.suites}
     seconds: dict[str, float] = {}
     done = dict(done or {})
@@ -123,8 +139,15 @@ def evaluate_panel(
                 continue
             suite = SUITES[name]
             t = time.perf_counter()
-            say(f"[{method}] {suite.announce(inputs)}")
-            results[name][method] = suite.run(ctx, method, inputs)
+            if METHODS[method].letter_prior and not _reads_letters(suite, ctx):
+                base = results[name].get("base") or done.get(f"{name}/base")
+                if base is None:
+                    say(f"[base, for {method}] {suite.announce(inputs)}")
+                    base = suite.run(ctx, "base", inputs)
+                results[name][method] = {**base, "identical_to": "base", "note": _SAME_AS_BASE}
+            else:
+                say(f"[{method}] {suite.announce(inputs)}")
+                results[name][method] = suite.run(ctx, method, inputs)
             seconds[key] = time.perf_counter() - t
             if on_result is not None:
                 on_result(name, method, results[name][method])
@@ -148,9 +171,58 @@ def evaluate_panel(
             fairsteer.config.steer_positions if fairsteer is not None else "generated"
         ),
         "bbq_split_hash": content_hash(bbq_items) if bbq_items else None,
+        "calibration_n": {
+            "bbq": len(inputs.bbq_calibration),
+            **{k: len(v) for k, v in inputs.mc_calibration.items()},
+        },
+        "condition_gate": (
+            ConditionedSteering(fairsteer, condition_gate).summary()
+            if fairsteer is not None and condition_gate is not None
+            else None
+        ),
         "backend": "transformer_lens" if is_hooked(model) else "transformers",
     }
     return PanelReport(results, n, report_settings, seconds)
+
+
+_SAME_AS_BASE = (
+    "letter-prior calibration changes only answers read as letters; this suite reads none "
+    "(under this protocol), so the model and the numbers are base's"
+)
+
+
+def _reads_letters(suite: Suite, ctx: PanelContext) -> bool:
+    return suite.reads_letters is not None and bool(suite.reads_letters(ctx))
+
+
+def _check_calibration(ctx: PanelContext, suites: Sequence[str], inputs: PanelInputs) -> None:
+    """The calibration inputs the ``calibrated`` method needs, disjoint from the scored items."""
+    for name in suites:
+        suite = SUITES[name]
+        if not _reads_letters(suite, ctx):
+            continue
+        what = suite.calibration_missing(inputs)
+        if what is not None:
+            raise ConfigError(
+                f"the 'calibrated' method has no calibration items for the {name!r} suite "
+                f"({what} is empty).",
+                f"pass {what} (a split disjoint from the scored one), or drop 'calibrated'.",
+            )
+    eval_templates = {it.template_id for it in inputs.bbq_items}
+    shared = sum(1 for it in inputs.bbq_calibration if it.template_id in eval_templates)
+    if shared:
+        raise ConfigError(
+            f"bbq_calibration shares {shared} item(s) with the templates of bbq_items.",
+            "fit the letter prior on a template-disjoint split (the selection split).",
+        )
+    for name, calib in inputs.mc_calibration.items():
+        scored = {it.uid for it in inputs.mc.get(name, ())}
+        overlap = sum(1 for it in calib if it.uid in scored)
+        if overlap:
+            raise ConfigError(
+                f"mc_calibration[{name!r}] shares {overlap} question(s) with the scored ones.",
+                "fit the letter prior on the dev / validation split.",
+            )
 
 
 def _check_suite(name: str, inputs: PanelInputs, gen: Any) -> None:

@@ -215,6 +215,14 @@ def _markdown(report: PanelReport) -> str:
             f"### Multiple-choice utility (test splits; {sizes}; changed = answers that differ "
             "from base; p = McNemar vs base)\n\n" + _table(head, rows)
         )
+    copies = sorted(
+        {m for suite in res.values() for m, r in suite.items() if r.get("identical_to")}
+    )
+    if copies:
+        parts.append(
+            f"({', '.join(copies)}: on suites that read no answer letters the model is unchanged, "
+            "so those rows repeat base's numbers.)"
+        )
     return "\n\n".join(parts)
 
 

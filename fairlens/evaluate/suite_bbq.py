@@ -13,24 +13,18 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-import torch
 
 from fairlens.backend import encode, is_hooked
 from fairlens.data import BBQItem, PromptFormat
 from fairlens.errors import ConfigError
 from fairlens.evaluate.context import PanelContext, PanelInputs, Suite
-from fairlens.models import get_model_info
 from fairlens.scoring.bbq_protocols import score_lm_eval
+from fairlens.scoring.calibration import LetterPrior
 from fairlens.scoring.letters import build_prompts, letter_token_ids, score_items
 from fairlens.scoring.metrics import bbq_metrics
 from fairlens.scoring.prefix_cache import make_scorer
 from fairlens.search.variants import check_scorer
-from fairlens.steer.interventions import method_instruction
-from fairlens.steer.steerer import PositionPolicy
-
-
-def _positions(ctx: PanelContext) -> PositionPolicy:
-    return ctx.fairsteer.config.steer_positions if ctx.fairsteer is not None else "generated"
+from fairlens.steer.interventions import METHODS, method_instruction
 
 
 def _format(ctx: PanelContext) -> PromptFormat:
@@ -41,29 +35,25 @@ def _format(ctx: PanelContext) -> PromptFormat:
 
 
 def _cacheable(ctx: PanelContext, method: str) -> bool:
-    """Whether ``method`` only touches the last prompt position (the prefix cache applies)."""
-    if is_hooked(ctx.model) or ctx.settings.scoring != "letter":
+    """Whether ``method`` is read off the prefix cache (letter scoring, FairSteer protocols)."""
+    if ctx.settings.scoring != "letter" or ctx.settings.bbq_protocol == "lm-eval":
         return False
-    if ctx.settings.bbq_protocol == "lm-eval":
-        return False
-    if method in ("base", "prompt"):
-        return True
-    fs = ctx.fairsteer
-    return (
-        method in ("static", "fairsteer")
-        and fs is not None
-        and _positions(ctx) in ("generated", "last_prompt")
-        and fs.config.scope != "all"
-    )
+    return ctx.cacheable(method)
+
+
+def _reads_letters(ctx: PanelContext) -> bool:
+    return ctx.settings.bbq_protocol != "lm-eval"
 
 
 def _scorer(
     ctx: PanelContext, kind: str, items: Sequence[BBQItem], shots: Sequence[BBQItem] | None
 ) -> Any:
-    """The prefix cache of ``kind`` prompts (``"plain"`` or ``"prompt"``), built once per run."""
+    """The prefix cache of ``kind`` prompts (``"plain"``, ``"prompt"``; ``"calibration"``: the
+    plain prompts of the calibration items, base pass only), built once per run."""
     if kind not in ctx.scorers:
         hooks = [] if ctx.fairsteer is None else [ctx.fairsteer.hook_name_]
-        prompts = build_prompts(items, _format(ctx), ctx.tokenizer, shots, method_instruction(kind))
+        instruction = method_instruction(kind) if kind in METHODS else None
+        prompts = build_prompts(items, _format(ctx), ctx.tokenizer, shots, instruction)
         ctx.scorers[kind] = make_scorer(
             ctx.model,
             encode(ctx.tokenizer, prompts),
@@ -81,24 +71,53 @@ def _scorer(
     return scorer
 
 
+def _prior(ctx: PanelContext, inputs: PanelInputs, cached: bool) -> LetterPrior:
+    """The letter prior: mean letter logits (or option scores) of the unsteered model over the
+    calibration split, with the eval prompts' format, shots and scoring."""
+    if not inputs.bbq_calibration:
+        raise ConfigError(
+            "the 'calibrated' method needs BBQ calibration items (the selection split).",
+            "pass bbq_calibration=<selection-split items> (fairlens run passes its selection split).",
+        )
+    key = f"bbq/letter-prior/{'cached' if cached else 'full'}"
+    if key not in ctx.scorers:
+        if cached:
+            scores = _scorer(ctx, "calibration", inputs.bbq_calibration, inputs.shots).base_logits
+        else:
+            scores = _score(ctx, inputs.bbq_calibration, inputs.shots, None).scores
+        ctx.scorers[key] = LetterPrior.fit(scores)
+    return ctx.scorers[key]
+
+
+def _score(
+    ctx: PanelContext,
+    items: Sequence[BBQItem],
+    shots: Sequence[BBQItem] | None,
+    instruction: str | None,
+) -> Any:
+    return score_items(
+        ctx.model,
+        items,
+        mode=ctx.settings.scoring,
+        prompt_format=_format(ctx),
+        shots=shots,
+        tokenizer=None if is_hooked(ctx.model) else ctx.tokenizer,
+        batch_size=ctx.settings.batch_size,
+        progress=ctx.progress,
+        instruction=instruction,
+    )
+
+
 def _cached(ctx: PanelContext, method: str, inputs: PanelInputs) -> dict[str, Any]:
     items = inputs.bbq_items
-    scorer = _scorer(ctx, "prompt" if method == "prompt" else "plain", items, inputs.shots)
-    base = scorer.base_logits.argmax(-1)
-    fire = None
-    if method in ("base", "prompt"):
-        preds = base
-    else:
-        fs = ctx.fairsteer
-        assert fs is not None
-        get_model_info(ctx.model).check_matches(fs.model_info_.fingerprint(), what="FairSteer")
-        static = scorer.logits([fs.last_position_edit()])[0].argmax(-1)
-        fire = (
-            torch.ones(len(items), dtype=torch.bool)
-            if method == "static"
-            else fs.gate_fires(scorer.base_acts)
-        )
-        preds = torch.where(fire, static, base)
+    kind = "prompt" if method == "prompt" else "plain"
+    logits, fire = ctx.composed_logits(method, _scorer(ctx, kind, items, inputs.shots), kind)
+    extra: dict[str, Any] = {}
+    if METHODS[method].letter_prior:
+        prior = _prior(ctx, inputs, cached=True)
+        logits = prior.apply(logits)
+        extra["letter_prior"] = prior.to_dict()
+    preds = logits.argmax(-1)
     amb = np.array([it.is_ambiguous for it in items])
     f = None if fire is None else fire.numpy()
     return {
@@ -106,6 +125,7 @@ def _cached(ctx: PanelContext, method: str, inputs: PanelInputs) -> dict[str, An
         "gate_rate_ambig": None if f is None or not amb.any() else float(f[amb].mean()),
         "gate_rate_disambig": None if f is None or amb.all() else float(f[~amb].mean()),
         "prefix_cached": True,
+        **extra,
         "metrics": bbq_metrics(items, preds).to_dict(),
     }
 
@@ -123,23 +143,19 @@ def run_bbq(ctx: PanelContext, method: str, inputs: PanelInputs) -> dict[str, An
         return {"protocol": protocol, **_lm_eval(ctx, method, inputs)}
     if _cacheable(ctx, method):
         return {"protocol": protocol, **_cached(ctx, method, inputs)}
-    with ctx.context(method, ctx.model, _positions(ctx)) as stats:
-        res = score_items(
-            ctx.model,
-            inputs.bbq_items,
-            mode=ctx.settings.scoring,
-            prompt_format=_format(ctx),
-            shots=inputs.shots,
-            tokenizer=None if is_hooked(ctx.model) else ctx.tokenizer,
-            batch_size=ctx.settings.batch_size,
-            progress=ctx.progress,
-            instruction=method_instruction(method),
-        )
+    with ctx.context(method, ctx.model, ctx.positions()) as stats:
+        res = _score(ctx, inputs.bbq_items, inputs.shots, method_instruction(method))
+    preds, extra = res.predictions, {}
+    if METHODS[method].letter_prior:
+        prior = _prior(ctx, inputs, cached=False)
+        preds = prior.apply(res.scores).argmax(-1)
+        extra["letter_prior"] = prior.to_dict()
     return {
         "protocol": protocol,
         "gate_rate": None if stats is None else stats.rate,
         "prefix_cached": False,
-        "metrics": bbq_metrics(inputs.bbq_items, res.predictions).to_dict(),
+        **extra,
+        "metrics": bbq_metrics(inputs.bbq_items, preds).to_dict(),
     }
 
 
@@ -167,6 +183,8 @@ BBQ_SUITE = Suite(
     missing=lambda inputs: None if inputs.bbq_items else "bbq_items",
     announce=lambda inputs: f"BBQ on {len(inputs.bbq_items)} items",
     run=run_bbq,
+    reads_letters=_reads_letters,
+    calibration_missing=lambda inputs: None if inputs.bbq_calibration else "bbq_calibration",
     sizes=lambda inputs: {
         "bbq": len(inputs.bbq_items),
         "bbq_ambig": sum(it.is_ambiguous for it in inputs.bbq_items),

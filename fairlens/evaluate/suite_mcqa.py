@@ -27,13 +27,13 @@ import torch
 from fairlens.backend import encode, is_hooked
 from fairlens.data.mcqa import MCItem, load_arc, load_openbookqa, mmlu_items, sample_mc
 from fairlens.data.mmlu import load_mmlu
+from fairlens.errors import ConfigError
 from fairlens.evaluate.context import PanelContext, PanelInputs, Suite
-from fairlens.models import get_model_info
+from fairlens.scoring.calibration import LetterPrior
 from fairlens.scoring.multiple_choice import mc_letter_ids, mc_prompts, score_mc
 from fairlens.scoring.prefix_cache import make_scorer
 from fairlens.stats import compare, wilson
-from fairlens.steer.interventions import method_instruction
-from fairlens.steer.steerer import PositionPolicy
+from fairlens.steer.interventions import METHODS, method_instruction
 
 MC_SUITES: tuple[str, ...] = ("mmlu", "arc_easy", "arc_challenge", "openbookqa")
 """The multiple-choice suites (each reads ``PanelInputs.mc[name]``)."""
@@ -46,10 +46,6 @@ _TITLES = {
 }
 
 
-def _positions(ctx: PanelContext) -> PositionPolicy:
-    return ctx.fairsteer.config.steer_positions if ctx.fairsteer is not None else "generated"
-
-
 def _masked_best(logits: torch.Tensor, items: Sequence[MCItem]) -> torch.Tensor:
     """The best letter of each question among its own options."""
     n = torch.tensor([len(it.choices) for it in items])
@@ -57,37 +53,28 @@ def _masked_best(logits: torch.Tensor, items: Sequence[MCItem]) -> torch.Tensor:
     return logits.float().masked_fill(cols >= n[:, None], float("-inf")).argmax(-1)
 
 
-def _cacheable(ctx: PanelContext, method: str) -> bool:
-    """Whether ``method`` only touches the last prompt position (the prefix cache applies)."""
-    if is_hooked(ctx.model):
-        return False
-    if method in ("base", "prompt"):
-        return True
-    fs = ctx.fairsteer
-    return (
-        method in ("static", "fairsteer")
-        and fs is not None
-        and _positions(ctx) in ("generated", "last_prompt")
-        and fs.config.scope != "all"
-    )
-
-
-def _prompts(ctx: PanelContext, name: str, inputs: PanelInputs, method: str) -> list[str]:
-    shots = inputs.mc_shots if name == "mmlu" else ()
-    return mc_prompts(inputs.mc[name], ctx.tokenizer, shots, instruction=method_instruction(method))
+def _prompts(
+    ctx: PanelContext, items: Sequence[MCItem], shots: Sequence[MCItem], method: str
+) -> list[str]:
+    instruction = method_instruction(method) if method in METHODS else None
+    return mc_prompts(items, ctx.tokenizer, shots, instruction=instruction)
 
 
 def _scorer(ctx: PanelContext, name: str, inputs: PanelInputs, kind: str) -> Any:
-    """The prefix cache of suite ``name``'s ``kind`` prompts (plain or instructed), built once:
-    shots and question run once for every method."""
+    """The prefix cache of suite ``name``'s ``kind`` prompts (``"plain"``, ``"prompt"``:
+    instructed; ``"calibration"``: the calibration questions, base pass only), built once: shots
+    and question run once for every method."""
     key = f"mc/{name}/{kind}"
     if key not in ctx.scorers:
-        items = inputs.mc[name]
+        items = inputs.mc_calibration[name] if kind == "calibration" else inputs.mc[name]
+        shots = inputs.mc_shots if name == "mmlu" else ()
         ctx.scorers[key] = make_scorer(
             ctx.model,
-            encode(ctx.tokenizer, _prompts(ctx, name, inputs, kind)),
-            read_ids=mc_letter_ids(ctx.tokenizer, max(len(it.choices) for it in items)),
-            capture=[] if ctx.fairsteer is None else [ctx.fairsteer.hook_name_],
+            encode(ctx.tokenizer, _prompts(ctx, items, shots, kind)),
+            read_ids=mc_letter_ids(ctx.tokenizer, _n_letters(inputs, name)),
+            capture=[]
+            if ctx.fairsteer is None or kind == "calibration"
+            else [ctx.fairsteer.hook_name_],
             tokenizer=ctx.tokenizer,
             batch_size=ctx.settings.batch_size,
             progress=ctx.progress,
@@ -98,30 +85,48 @@ def _scorer(ctx: PanelContext, name: str, inputs: PanelInputs, kind: str) -> Any
     return ctx.scorers[key]
 
 
+def _n_letters(inputs: PanelInputs, name: str) -> int:
+    """Letters read for suite ``name``: the most options of any scored or calibration question."""
+    items = [*inputs.mc[name], *inputs.mc_calibration.get(name, ())]
+    return max(len(it.choices) for it in items)
+
+
+def _prior(ctx: PanelContext, name: str, inputs: PanelInputs) -> LetterPrior:
+    """Suite ``name``'s letter prior: the unsteered model's mean letter logits over its
+    calibration questions (each letter over the questions that offer it)."""
+    key = f"mc/{name}/letter-prior"
+    if key not in ctx.scorers:
+        calib = inputs.mc_calibration.get(name)
+        if not calib:
+            raise ConfigError(
+                f"the 'calibrated' method needs calibration questions for {name!r}.",
+                f"pass mc_calibration={{{name!r}: <dev-split questions>}} (load_mc_inputs).",
+            )
+        scorer = _scorer(ctx, name, inputs, "calibration")
+        ctx.scorers[key] = LetterPrior.fit(scorer.base_logits, [len(it.choices) for it in calib])
+    return ctx.scorers[key]
+
+
 def _answers(
     ctx: PanelContext, name: str, method: str, inputs: PanelInputs
 ) -> tuple[torch.Tensor, float | None, bool]:
     """(answers, gate rate, prefix-cached) of ``method`` on suite ``name``."""
     items = inputs.mc[name]
-    if _cacheable(ctx, method):
-        scorer = _scorer(ctx, name, inputs, "prompt" if method == "prompt" else "plain")
-        base = _masked_best(scorer.base_logits, items)
-        if method in ("base", "prompt"):
-            return base, None, True
-        fs = ctx.fairsteer
-        assert fs is not None
-        get_model_info(ctx.model).check_matches(fs.model_info_.fingerprint(), what="FairSteer")
-        static = _masked_best(scorer.logits([fs.last_position_edit()])[0], items)
-        if method == "static":
-            return static, 1.0, True
-        fire = fs.gate_fires(scorer.base_acts)
-        return torch.where(fire, static, base), float(fire.float().mean()), True
-    with ctx.context(method, ctx.model, _positions(ctx)) as stats:
+    entry = METHODS[method]
+    if ctx.cacheable(method) or entry.letter_prior:  # calibration: the model is unchanged
+        kind = "prompt" if method == "prompt" else "plain"
+        logits, fire = ctx.composed_logits(method, _scorer(ctx, name, inputs, kind), f"mc/{name}")
+        if entry.letter_prior:
+            logits = _prior(ctx, name, inputs).apply(logits)
+        rate = None if fire is None else float(fire.float().mean())
+        return _masked_best(logits, items), rate, not is_hooked(ctx.model)
+    shots = inputs.mc_shots if name == "mmlu" else ()
+    with ctx.context(method, ctx.model, ctx.positions()) as stats:
         preds = score_mc(
             ctx.model,
             ctx.tokenizer,
             items,
-            _prompts(ctx, name, inputs, method),
+            _prompts(ctx, items, shots, method),
             batch_size=ctx.settings.batch_size,
             progress=ctx.progress,
             desc=f"{name} [{method}]",
@@ -147,7 +152,7 @@ def run_mc(name: str, ctx: PanelContext, method: str, inputs: PanelInputs) -> di
     gold = torch.tensor([it.answer for it in items])
     base = _base(ctx, name, inputs)
     if method == "base":
-        preds, rate, cached = base, None, _cacheable(ctx, method)
+        preds, rate, cached = base, None, ctx.cacheable(method)
     else:
         preds, rate, cached = _answers(ctx, name, method, inputs)
     correct = (preds == gold).numpy()
@@ -158,6 +163,8 @@ def run_mc(name: str, ctx: PanelContext, method: str, inputs: PanelInputs) -> di
         "gate_rate": rate,
         "prefix_cached": cached,
     }
+    if METHODS[method].letter_prior:
+        out["letter_prior"] = _prior(ctx, name, inputs).to_dict()
     if name == "mmlu":
         by_subject: dict[str, list[bool]] = defaultdict(list)
         for it, ok in zip(items, correct.tolist(), strict=True):
@@ -201,12 +208,41 @@ def load_mc_inputs(
     return mc, shots
 
 
+def load_mc_calibration(
+    data_dir: str | Path,
+    suites: Sequence[str],
+    *,
+    mmlu_per_subject: int | None = 2,
+    questions: int | None = 100,
+    seed: int = 0,
+) -> dict[str, list[MCItem]]:
+    """The calibration questions of the multiple-choice suites among ``suites`` (for the
+    ``calibrated`` method's letter priors): MMLU validation, ARC and OpenBookQA dev splits, drawn
+    with the same sizes as the scored test samples (disjoint from them and from MMLU's dev shots)."""
+    out: dict[str, list[MCItem]] = {}
+    for name in suites:
+        if name == "mmlu":
+            out[name] = sample_mc(
+                mmlu_items(load_mmlu(data_dir, "val")), mmlu_per_subject, seed=seed
+            )
+        elif name in ("arc_easy", "arc_challenge"):
+            subset = "easy" if name == "arc_easy" else "challenge"
+            out[name] = sample_mc(load_arc(data_dir, subset, "dev"), questions, seed=seed)
+        elif name == "openbookqa":
+            out[name] = sample_mc(load_openbookqa(data_dir, "dev"), questions, seed=seed)
+    return out
+
+
 def _suite(name: str) -> Suite:
     return Suite(
         name=name,
         missing=lambda inputs: None if inputs.mc.get(name) else f"mc[{name!r}]",
         announce=lambda inputs: f"{_TITLES[name]} on {len(inputs.mc.get(name, ()))} questions",
         run=lambda ctx, method, inputs: run_mc(name, ctx, method, inputs),
+        reads_letters=lambda ctx: True,
+        calibration_missing=lambda inputs: (
+            None if inputs.mc_calibration.get(name) else f"mc_calibration[{name!r}]"
+        ),
         sizes=lambda inputs: {name: len(inputs.mc.get(name, ()))},
     )
 

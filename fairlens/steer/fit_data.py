@@ -23,12 +23,14 @@ import torch
 from torch import Tensor
 
 from fairlens.activations.extraction import Activations
-from fairlens.data import BBQItem
+from fairlens.data import BBQItem, content_hash
+from fairlens.detect.condition_gate import ConditionGate
 from fairlens.detect.gates import gate_labels, get_gate
 from fairlens.detect.layer_sweep import MIN_PER_CLASS, SweepResult, probe_sweep
 from fairlens.directions import Directions, get_direction_method
 from fairlens.errors import ConfigError
 from fairlens.model_types import Model, Tokenizer
+from fairlens.scoring.metrics import probe_labels
 from fairlens.steer.fit_passes import FitPasses
 from fairlens.steer.fit_settings import FitSettings, check_disjoint
 
@@ -90,6 +92,43 @@ class FitData(FitPasses):
                 except ConfigError as exc:
                     self._gates[name] = exc.cause
         return self._gates[name]
+
+    def condition_gate(
+        self,
+        hook: str,
+        select_items: Sequence[BBQItem],
+        *,
+        desc: str = "condition gate: selection pass",
+    ) -> ConditionGate:
+        """The CAST-style gate of the panel's ``cast`` baseline at ``hook``: its direction from
+        this fit split's BAD rows, its threshold on ``select_items``' BAD labels (the unsteered
+        model's answers there) by the rule of :mod:`fairlens.detect.condition_gate`.
+
+        Args:
+            hook: The steering hook (one this fit captured).
+            select_items: The selection split (template-disjoint from the fit split; refused
+                otherwise).
+        """
+        if hook not in self.hooks:
+            raise ConfigError(
+                f"the fit data has no activations at {hook}.", f"use one of {self.hooks}."
+            )
+        fitted = self.templates
+        shared = sum(1 for it in select_items if it.template_id in fitted)
+        if shared:
+            raise ConfigError(
+                f"{shared} selection item(s) share templates with the fit split.",
+                "choose the threshold on a template-disjoint split (fairlens.data.split_by_template).",
+            )
+        x, y = self.bad_rows(hook)
+        gate = ConditionGate(hook).fit(x, y)
+        scorer = self.build_scorer(select_items, keep_cache=False, desc=desc)
+        keep, y_sel = probe_labels(select_items, self.predictions_of(select_items, scorer))
+        gate.select_threshold(
+            scorer.base_acts[hook][torch.as_tensor(keep, dtype=torch.long)], y_sel
+        )
+        gate.selection_["split_hash"] = content_hash(list(select_items))
+        return gate
 
     # ------------------------------------------------------------------ directions
     def direction(self, name: str, layers: Sequence[int] | None = None) -> Directions:

@@ -40,21 +40,7 @@ class FitPasses:
     ) -> None:
         self._setup(model, probe_items, dsv_items, tokenizer, progress, FitSettings.of(**settings))
         self.scorer: Any = self.build_scorer(self.probe_items, desc="BAD pass (probe items)")
-        if self.scoring == "letter":
-            self.predictions = self.scorer.base_predictions.numpy()
-        else:  # BAD labels from the configured scoring mode; activations stay at ':'
-            from fairlens.scoring.letters import score_items
-
-            self.predictions = score_items(
-                model,
-                self.probe_items,
-                mode=self.scoring,
-                prompt_format=self.prompt_format,
-                shots=self.shots,
-                tokenizer=self.tokenizer,
-                batch_size=self.batch_size,
-                progress=progress,
-            ).predictions.numpy()
+        self.predictions = self.predictions_of(self.probe_items, self.scorer)
         stacked = torch.stack([self.scorer.base_acts[h] for h in self.hooks], dim=1)
         self.acts = Activations(
             stacked,
@@ -162,6 +148,29 @@ class FitPasses:
 
     def norm_at(self, hook: str) -> float:
         return float(self.residual_norms[self.hooks.index(hook)])
+
+    def bad_rows(self, hook: str) -> tuple[Tensor, np.ndarray]:
+        """The BAD probe's training rows at ``hook``: ``(X [n, d], y)`` (1 unbiased, 0 biased)."""
+        x, y, _ = self._bad_rows()
+        return x[:, self.hooks.index(hook)], y
+
+    def predictions_of(self, items: Sequence[BBQItem], scorer: Any) -> np.ndarray:
+        """The unsteered answers to ``items`` (whose base pass is ``scorer``) under this fit's
+        scoring mode, as the BAD labels of the probe items were read."""
+        if self.scoring == "letter":
+            return scorer.base_predictions.numpy()
+        from fairlens.scoring.letters import score_items
+
+        return score_items(
+            self.model,
+            items,
+            mode=self.scoring,
+            prompt_format=self.prompt_format,
+            shots=self.shots,
+            tokenizer=self.tokenizer,
+            batch_size=self.batch_size,
+            progress=self.progress,
+        ).predictions.numpy()
 
     def _bad_rows(self) -> tuple[Tensor, np.ndarray, list[tuple[str, str]]]:
         """The BAD data: labelled zero-shot rows, plus 8-shot rows and anchors when configured."""

@@ -7,6 +7,12 @@
 * ``ablation`` — the DSV direction projected out of the steering layer's residual stream at every
   position (``a <- a - (a.u)u``, u = DSV / |DSV|): the orthogonal-projection eraser, which is what
   LEACE reduces to for one direction with isotropic covariance.
+* ``calibrated`` — letter-prior calibration: the model unchanged, each answer letter's mean logit
+  over a calibration split subtracted before the best letter is read
+  (:class:`~fairlens.scoring.calibration.LetterPrior`; only suites that read letters change).
+* ``cast`` — the DSV added where a CAST-style condition gate fires (the activation's projection on
+  a condition direction above a threshold chosen on the selection split;
+  :mod:`fairlens.steer.conditioned`), beside FairSteer's probe gate with everything else the same.
 
 Each method is one :class:`PanelMethod` in :data:`METHODS`, applied by :func:`method_context` (a
 context manager adding at most one hook and removing exactly it) plus :func:`method_instruction`
@@ -18,17 +24,20 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
 
 from fairlens.backend import add_hooks
-from fairlens.directions import Directions, project_out
+from fairlens.detect.condition_gate import ConditionGate
+from fairlens.directions import project_out
 from fairlens.errors import ConfigError
 from fairlens.model_types import Model
-from fairlens.models import ModelInfo, get_model_info
-from fairlens.steer.steerer import GateStats, PositionPolicy, Steerer, SteerMode
+from fairlens.models import get_model_info
+from fairlens.steer.conditioned import ConditionedSteering
+from fairlens.steer.fitted import FittedSteering
+from fairlens.steer.steerer import GateStats, PositionPolicy, SteerMode
 
 __all__ = [
     "DEBIAS_INSTRUCTION",
+    "DEFAULT_METHODS",
     "METHODS",
     "METHOD_DESCRIPTIONS",
     "PANEL_METHODS",
@@ -36,6 +45,7 @@ __all__ = [
     "check_methods",
     "method_context",
     "method_instruction",
+    "method_steering",
 ]
 
 DEBIAS_INSTRUCTION = (
@@ -45,31 +55,6 @@ DEBIAS_INSTRUCTION = (
     "answer cannot be determined."
 )
 """The prompting baseline's instruction (fairlens' own wording of the usual debiasing prompt)."""
-
-
-@runtime_checkable
-class FittedSteering(Protocol):
-    """What the panel methods use of a fitted :class:`~fairlens.FairSteer` (written as a protocol
-    because the estimator sits above this stage)."""
-
-    @property
-    def model_info_(self) -> ModelInfo: ...
-
-    @property
-    def hook_name_(self) -> str: ...
-
-    @property
-    def dsv_(self) -> Directions: ...
-
-    def steerer(
-        self,
-        *,
-        mode: SteerMode = ...,
-        alpha: float | None = ...,
-        tau: float | None = ...,
-        positions: PositionPolicy | None = ...,
-        layer: int | None = ...,
-    ) -> Steerer: ...
 
 
 def _unsteered(
@@ -116,9 +101,10 @@ class PanelMethod:
         description: One line for reports.
         needs_fit: Needs a fitted FairSteer (its direction, gate or layer).
         instruction: Text put before every input (the prompting baseline), else ``None``.
-        apply: ``apply(model, fairsteer, positions, record)`` -> a context manager that applies
-            the method inside the block, yields its gate stats (or ``None``) and removes exactly
-            the hooks it added.
+        steer_mode: ``"static"``/``"dynamic"`` for methods that add the FairSteer vector at its
+            positions (a prefix cache composes them exactly), else ``None``.
+        needs_condition_gate: Steers under a fitted :class:`ConditionGate` instead of the probe.
+        letter_prior: An output-side correction (subtract the letter prior); the model is unchanged.
     """
 
     name: str
@@ -129,6 +115,9 @@ class PanelMethod:
         AbstractContextManager[GateStats | None],
     ]
     instruction: str | None = None
+    steer_mode: SteerMode | None = None
+    needs_condition_gate: bool = False
+    letter_prior: bool = False
 
 
 METHODS: dict[str, PanelMethod] = {
@@ -143,24 +132,52 @@ METHODS: dict[str, PanelMethod] = {
             "DSV added at every steered position (DSV only)",
             True,
             lambda m, fs, pos, rec: _steered("static", m, fs, pos, rec),
+            steer_mode="static",
         ),
         PanelMethod(
             "fairsteer",
             "DSV added where the probe says biased (dynamic)",
             True,
             lambda m, fs, pos, rec: _steered("dynamic", m, fs, pos, rec),
+            steer_mode="dynamic",
         ),
         PanelMethod("ablation", "DSV direction projected out at every position", True, _ablated),
+        PanelMethod(
+            "calibrated",
+            "letter-prior calibration (mean letter logits of a calibration split subtracted)",
+            False,
+            _unsteered,
+            letter_prior=True,
+        ),
+        PanelMethod(
+            "cast",
+            "DSV added where the condition-direction projection exceeds a selected threshold",
+            True,
+            lambda m, fs, pos, rec: _steered("dynamic", m, fs, pos, rec),
+            steer_mode="dynamic",
+            needs_condition_gate=True,
+        ),
     )
 }
 """The panel's methods; adding one is one entry here (every suite then runs it)."""
 
 METHOD_DESCRIPTIONS: dict[str, str] = {name: m.description for name, m in METHODS.items()}
 PANEL_METHODS: tuple[str, ...] = tuple(METHODS)
+DEFAULT_METHODS: tuple[str, ...] = tuple(
+    m for m, e in METHODS.items() if not (e.letter_prior or e.needs_condition_gate)
+)
+"""The methods ``evaluate_panel`` runs by default: those that need nothing fitted beyond a
+FairSteer (``fairlens run`` also fits the baselines' calibration and condition gate, and runs all
+of :data:`PANEL_METHODS`)."""
 
 
-def check_methods(methods: tuple[str, ...] | list[str], fairsteer: FittedSteering | None) -> None:
-    """Refuse unknown methods, and steered methods without a fitted FairSteer."""
+def check_methods(
+    methods: tuple[str, ...] | list[str],
+    fairsteer: FittedSteering | None,
+    condition_gate: ConditionGate | None = None,
+) -> None:
+    """Refuse unknown methods, steered methods without a fitted FairSteer, and ``cast`` without
+    a fitted condition gate."""
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ConfigError(
@@ -170,8 +187,27 @@ def check_methods(methods: tuple[str, ...] | list[str], fairsteer: FittedSteerin
     if fairsteer is None and needs:
         raise ConfigError(
             f"methods {needs} need a fitted FairSteer.",
-            "pass fairsteer=FairSteer(...).fit(...), or use only 'base' and 'prompt'.",
+            "pass fairsteer=FairSteer(...).fit(...), or use only 'base', 'prompt' and 'calibrated'.",
         )
+    gated = sorted(m for m in methods if METHODS[m].needs_condition_gate)
+    if condition_gate is None and gated:
+        raise ConfigError(
+            f"methods {gated} need a fitted condition gate.",
+            "pass condition_gate=fit_data.condition_gate(fs.hook_name_, select_items) "
+            "(fairlens run fits it on the selection split), or drop them.",
+        )
+
+
+def method_steering(
+    method: str, fairsteer: FittedSteering, condition_gate: ConditionGate | None = None
+) -> FittedSteering:
+    """The fitted steering ``method`` applies: FairSteer's, or FairSteer's under the condition gate."""
+    if METHODS[method].needs_condition_gate:
+        if condition_gate is None:
+            check_methods([method], fairsteer, None)  # raises the one-line error
+        assert condition_gate is not None
+        return ConditionedSteering(fairsteer, condition_gate)
+    return fairsteer
 
 
 def method_instruction(method: str) -> str | None:
@@ -188,6 +224,7 @@ def method_context(
     *,
     positions: PositionPolicy = "generated",
     record: bool = False,
+    condition_gate: ConditionGate | None = None,
 ) -> Iterator[GateStats | None]:
     """Apply ``method`` to ``model`` inside the block; yields gate stats for steered methods.
 
@@ -197,10 +234,16 @@ def method_context(
         fairsteer: The fitted FairSteer (for ``static``, ``fairsteer``, ``ablation``).
         positions: Steering position policy for ``static``/``fairsteer`` (ablation acts everywhere).
         record: Record the gate's decisions per call (and a dynamic gate's probabilities).
+        condition_gate: The fitted condition gate (for ``cast``).
+
+    ``calibrated`` changes no activation: inside its block the model is the base model (the suites
+    that read answer letters subtract the letter prior themselves).
     """
-    check_methods([method], fairsteer)
+    check_methods([method], fairsteer, condition_gate)
     entry = METHODS[method]
+    steering = fairsteer
     if fairsteer is not None and entry.needs_fit:  # one check for every steered method
         get_model_info(model).check_matches(fairsteer.model_info_.fingerprint(), what="FairSteer")
-    with entry.apply(model, fairsteer, positions, record) as stats:
+        steering = method_steering(method, fairsteer, condition_gate)
+    with entry.apply(model, steering, positions, record) as stats:
         yield stats

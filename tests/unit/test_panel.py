@@ -20,7 +20,7 @@ from fairlens.scoring.letters import build_prompts
 from fairlens.scoring.likelihood import start_ids
 from fairlens.steer.interventions import (
     DEBIAS_INSTRUCTION,
-    PANEL_METHODS,
+    DEFAULT_METHODS,
     method_context,
     method_instruction,
 )
@@ -94,7 +94,7 @@ def test_full_panel_runs_every_method_on_every_suite(setup):
     res = report.results
     assert set(res) == {"bbq", "crows", "open_ended", "utility"}
     for suite in res.values():
-        assert list(suite) == list(PANEL_METHODS)
+        assert list(suite) == list(DEFAULT_METHODS)
     assert res["bbq"]["base"]["gate_rate"] is None and res["bbq"]["static"]["gate_rate"] == 1.0
     # BBQ steers the answer position: the dynamic rate is the gate's share of last prompt tokens
     prompts = encode(tok, build_prompts(items, "zero_shot", tok, None))
@@ -132,7 +132,7 @@ def test_full_panel_runs_every_method_on_every_suite(setup):
 def test_panel_on_hooked_transformer_matches_fast_path_on_bbq(setup):
     """TL re-runs whole prompts under hooks; the fast path scores BBQ on a prefix cache."""
     hooked, hf, tok, fs, items = setup
-    cfg = PanelConfig(suites=("bbq", "crows"), methods=PANEL_METHODS)
+    cfg = PanelConfig(suites=("bbq", "crows"), methods=DEFAULT_METHODS)
     tl = evaluate_panel(hooked, tok, fs, bbq_items=items, crows_pairs=PAIRS, config=cfg)
     fast = evaluate_panel(hf, tok, fs, bbq_items=items, crows_pairs=PAIRS, config=cfg)
     cached = {m for m in cfg.methods if fast.results["bbq"][m]["prefix_cached"]}
