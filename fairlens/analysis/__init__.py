@@ -45,6 +45,8 @@ _EXPORTS: dict[str, str] = {
     "token_view": "tokens",
     "EntanglementResult": "entanglement",
     "category_entanglement": "entanglement",
+    "StrengthCurve": "strength",
+    "strength_utility_curve": "strength",
 }
 
 __all__ = [
@@ -61,6 +63,7 @@ __all__ = [
     "SteererFactory",
     "SteeringPoint",
     "SteeringSweep",
+    "StrengthCurve",
     "TokenView",
     "ablate",
     "ablation_effect",
@@ -81,6 +84,7 @@ __all__ = [
     "projections",
     "separability_metrics",
     "steering_sweep",
+    "strength_utility_curve",
     "token_view",
     "zero_ablation",
 ]
@@ -132,6 +136,7 @@ if TYPE_CHECKING:
         projections,
         separability_metrics,
     )
+    from fairlens.analysis.strength import StrengthCurve, strength_utility_curve
     from fairlens.analysis.sweeps import (
         SteererFactory,
         SteeringPoint,

@@ -21,6 +21,7 @@ from fairlens.plots.separability import (
 from fairlens.plots.steering import (
     ablation_bars,
     explore_ablation,
+    strength_curve,
     sweep_heatmap,
     tradeoff_scatter,
 )
@@ -38,6 +39,7 @@ __all__ = [
     "metrics_curves",
     "pca_grid",
     "projection_histograms",
+    "strength_curve",
     "sweep_heatmap",
     "token_figure",
     "tradeoff_scatter",

@@ -11,13 +11,20 @@ from plotly.subplots import make_subplots
 from torch import Tensor
 
 from fairlens.analysis.ablation import AblationEffect, AblationMethod, ablate, ablation_effect
+from fairlens.analysis.strength import StrengthCurve
 from fairlens.analysis.sweeps import SteeringSweep
 from fairlens.data import BBQItem
 from fairlens.model_types import Model
 from fairlens.plots._common import MODE_COLOURS, finish
 from fairlens.scoring.letters import ScoringMode
 
-__all__ = ["ablation_bars", "explore_ablation", "sweep_heatmap", "tradeoff_scatter"]
+__all__ = [
+    "ablation_bars",
+    "explore_ablation",
+    "strength_curve",
+    "sweep_heatmap",
+    "tradeoff_scatter",
+]
 
 _LABELS = {
     "acc_ambig": ("ambiguous accuracy (%)", 100.0),
@@ -188,3 +195,46 @@ def explore_ablation(
         batch_size=batch_size,
     )
     return effect, ablation_bars(effect)
+
+
+def strength_curve(curve: StrengthCurve, *, title: str | None = None) -> go.Figure:
+    """Strength against utility: BBQ ambiguous accuracy and every multiple-choice accuracy (95 %
+    Wilson bars) along the strength, one panel per mode; the unsteered interval of each
+    multiple-choice suite shaded, so the safe range is where its line stays in the band."""
+    x = [100 * r for r in curve.relative]
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("dynamic (FairSteer gate)", "static"),
+                        shared_yaxes=True)  # fmt: skip
+    palette = ["#1f77b4", "#2ca02c", "#9467bd", "#8c564b", "#e377c2"]
+    for col, mode in enumerate(("dynamic", "static"), start=1):
+        amb = curve.series(mode, "acc_ambig")
+        fig.add_trace(
+            go.Scatter(x=x, y=[100 * v if v is not None else None for v in amb],
+                       mode="lines+markers", name="BBQ ambiguous", legendgroup="amb",
+                       line={"color": "#d62728", "width": 3}, showlegend=col == 1),
+            row=1, col=col,
+        )  # fmt: skip
+        for k, suite in enumerate(curve.suites):
+            colour = palette[k % len(palette)]
+            acc = curve.series(mode, "accuracy", suite)
+            ci = curve.series(mode, "ci", suite)
+            low, high = ci[0]  # the unsteered interval
+            fig.add_hrect(y0=100 * low, y1=100 * high, fillcolor=colour, opacity=0.08,
+                          line_width=0, row=1, col=col)  # fmt: skip  # pyright: ignore[reportArgumentType]
+            fig.add_trace(
+                go.Scatter(
+                    x=x, y=[100 * a for a in acc], mode="lines+markers",
+                    name=f"{suite} (n={curve.n[suite]})", legendgroup=suite,
+                    line={"color": colour}, showlegend=col == 1,
+                    error_y={"type": "data", "symmetric": False,
+                             "array": [100 * (c[1] - a) for a, c in zip(acc, ci, strict=True)],
+                             "arrayminus": [100 * (a - c[0]) for a, c in zip(acc, ci, strict=True)]},
+                ),
+                row=1, col=col,
+            )  # fmt: skip
+    return finish(
+        fig,
+        title or f"Strength vs utility at {curve.hook} (BBQ n={curve.n['bbq_ambig']} ambiguous)",
+        x="steering strength ‖αv‖/‖h‖ (%)",
+        y="accuracy (%)",
+        width=1000,
+    )
