@@ -336,7 +336,8 @@ def _baseline_lines(settings: dict[str, Any]) -> list[str]:
         lines.append(
             f"- cast: condition direction on {gate['n_fit']['steer']} biased / "
             f"{gate['n_fit']['leave']} unbiased fit rows (cosine with the DSV "
-            f"{gate['direction_cosine_with_dsv']:.2f}); threshold {gate['threshold']:.3g} on the "
+            f"{gate['direction_cosine_with_dsv']:.2f}); threshold "
+            f"{'-inf' if gate['threshold'] is None else format(gate['threshold'], '.3g')} on the "
             f"selection split (n={sel['n']}: balanced accuracy {100 * sel['balanced_accuracy']:.1f}%, "
             f"fires on {100 * sel['fires_on_steer']:.0f}% of biased / "
             f"{100 * sel['fires_on_leave']:.0f}% of unbiased rows), rule: {sel['rule']}"

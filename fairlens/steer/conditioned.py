@@ -90,7 +90,9 @@ class ConditionedSteering:
         """The gate's selection record (for reports)."""
         return {
             "hook": self.hook_name_,
-            "threshold": float(self.gate.threshold_),
+            "threshold": (  # None: -inf, the gate fires everywhere
+                float(self.gate.threshold_) if np.isfinite(self.gate.threshold_) else None
+            ),
             "n_fit": self.gate.n_fit_,
             "selection": {
                 k: (round(v, 4) if isinstance(v, float) else v)

@@ -8,6 +8,7 @@ import pytest
 
 from fairlens.apps.cli import main
 from fairlens.fairsteer.estimator import FairSteer
+from fairlens.steer.interventions import PANEL_METHODS
 
 pytestmark = pytest.mark.integration
 
@@ -68,9 +69,18 @@ def test_run_writes_report_with_the_panel(smollm2, bbq_items, tmp_path, capsys):
     used = report["data"]["used"]
     assert used["eval"]["n"] == 12 and used["probe"]["n"] == 120
     panel = report["panel"]
-    methods = ["base", "prompt", "static", "fairsteer", "ablation"]
+    methods = [m for m in PANEL_METHODS if m not in panel["skipped_methods"]]
+    assert set(methods) >= {"base", "prompt", "static", "fairsteer", "ablation", "calibrated"}
     for suite in ("bbq", "crows", "open_ended", "utility"):
         assert list(panel["results"][suite]) == methods
+    # the baselines: a letter prior from the selection split; CrowS reads no letters (= base)
+    assert panel["settings"]["calibration_n"]["bbq"] == used["select"]["n"]
+    assert panel["results"]["bbq"]["calibrated"]["letter_prior"]["n"] == [used["select"]["n"]] * 3
+    assert panel["results"]["crows"]["calibrated"]["identical_to"] == "base"
+    if "cast" in methods:
+        gate = panel["settings"]["condition_gate"]
+        assert gate["hook"] == report["fairsteer"]["hook_name"]
+        assert gate["selection"]["n"] <= used["select"]["n"]
     assert panel["n"]["crows"] == 18 and panel["n"]["text_neutral"] == 2
     assert report["data"]["crows_pairs"]["n"] == 18
     sweep = report["fairsteer"]["gates"]["bad"]
@@ -101,6 +111,8 @@ def test_run_writes_report_with_the_panel(smollm2, bbq_items, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "FairSteer: loaded from the run folder (resumed)" in err
     assert "search: loaded from the run folder (resumed)" in err
+    if "cast" in methods:
+        assert "condition gate: loaded from the run folder (resumed)" in err
     again = json.loads((tmp_path / "smoke" / "report.json").read_text())
     assert again["panel"]["results"] == report["panel"]["results"]
 
