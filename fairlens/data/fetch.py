@@ -23,6 +23,7 @@ __all__ = [
     "BBQ_URL",
     "check_categories",
     "default_cache_dir",
+    "download",
     "fetch_bbq",
     "resolve_data_dir",
 ]
@@ -128,6 +129,20 @@ def resolve_data_dir(data_dir: str | Path | None) -> Path:
     raise DataError(f"no BBQ data found (looked in {looked}; {ENV_VAR} is not set).", _FIX)
 
 
+def download(url: str, folder: str, timeout: float) -> bytes:
+    """The bytes at ``url``; a failure is a one-line :class:`DataError` that says how to provide
+    ``folder/`` without the network."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.read()
+    except (urllib.error.URLError, OSError, TimeoutError) as exc:
+        raise DataError(
+            f"downloading {url} failed: {exc}.",
+            f"check the network connection, or fetch the files elsewhere and pass --data-dir / "
+            f"set {ENV_VAR} to the directory holding {folder}/.",
+        ) from exc
+
+
 def _line_count(data: bytes) -> int:
     """Number of lines, counting a last line without a newline."""
     return data.count(b"\n") + (1 if data and not data.endswith(b"\n") else 0)
@@ -179,15 +194,7 @@ def fetch_bbq(
         if progress is not None:
             progress(category, index, len(names))
         url = BBQ_URL.format(category=category)
-        try:
-            with urllib.request.urlopen(url, timeout=timeout) as response:
-                data = response.read()
-        except (urllib.error.URLError, OSError, TimeoutError) as exc:
-            raise DataError(
-                f"downloading {url} failed: {exc}.",
-                f"check the network connection, or download the BBQ files elsewhere and pass "
-                f"--data-dir / set {ENV_VAR} to the directory holding bbq/.",
-            ) from exc
+        data = download(url, "bbq", timeout)
         got = _line_count(data)
         if got != expected:
             raise DataError(

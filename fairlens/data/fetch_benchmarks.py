@@ -13,12 +13,10 @@ import hashlib
 import io
 import shutil
 import tarfile
-import urllib.error
-import urllib.request
 import zipfile
 from pathlib import Path
 
-from fairlens.data.fetch import ENV_VAR, default_cache_dir
+from fairlens.data.fetch import default_cache_dir, download
 from fairlens.errors import DataError
 
 __all__ = ["BENCHMARK_URLS", "fetch_benchmark"]
@@ -104,15 +102,7 @@ def fetch_benchmark(
     if final.is_dir() and not force:
         return root
     url = BENCHMARK_URLS[benchmark]
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            data = response.read()
-    except (urllib.error.URLError, OSError, TimeoutError) as exc:
-        raise DataError(
-            f"downloading {url} failed: {exc}.",
-            f"check the network connection, or fetch the files elsewhere and pass --data-dir / "
-            f"set {ENV_VAR} to the directory holding {benchmark}/.",
-        ) from exc
+    data = download(url, benchmark, timeout)
     files = _members(benchmark, data)
     if not files:
         raise DataError(

@@ -23,14 +23,28 @@ def smollm2():
 
 
 @pytest.fixture(scope="session")
-def bbq_items():
-    from fairlens.data import load_bbq, resolve_data_dir
+def data_root():
+    """The shared data directory (``../shared/data`` or ``$FAIRLENS_DATA_DIR``)."""
+    from fairlens.data import resolve_data_dir
 
     try:
-        root = resolve_data_dir(None)
+        return resolve_data_dir(None)
     except DataError as exc:
-        skip_or_fail(f"BBQ data not found: {exc.one_line()}")
-    return load_bbq(root / "bbq")
+        skip_or_fail(f"data not found: {exc.one_line()}")
+
+
+def need_folder(root, name: str):
+    """``root``, after checking it holds ``name/`` (skipped, or failed in CI, when it does not)."""
+    if not (root / name).is_dir():
+        skip_or_fail(f"no {name}/ in {root}")
+    return root
+
+
+@pytest.fixture(scope="session")
+def bbq_items(data_root):
+    from fairlens.data import load_bbq
+
+    return load_bbq(data_root / "bbq")
 
 
 def skip_or_fail(reason: str) -> None:

@@ -5,31 +5,23 @@ from __future__ import annotations
 
 import pytest
 
-from fairlens.data import resolve_data_dir
 from fairlens.data.mcqa import (
     ARC_OFFICIAL_COUNTS,
     OPENBOOKQA_OFFICIAL_COUNTS,
     load_arc,
     load_openbookqa,
 )
-from fairlens.errors import DataError
 from fairlens.evaluate.panel import evaluate_panel
 from fairlens.evaluate.suite_mcqa import load_mc_inputs
 from fairlens.evaluate.suites import PanelConfig
-from tests.integration.conftest import skip_or_fail
+from tests.integration.conftest import need_folder
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def data_dir():
-    try:
-        root = resolve_data_dir(None)
-    except DataError as exc:
-        skip_or_fail(f"data not found: {exc.one_line()}")
-    if not (root / "arc").is_dir():
-        skip_or_fail(f"no arc/ in {root}")
-    return root
+def data_dir(data_root):
+    return need_folder(data_root, "arc")
 
 
 def test_release_counts(data_dir):

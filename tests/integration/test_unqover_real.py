@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from fairlens.data import resolve_data_dir
 from fairlens.data.unqover import UNQOVER_DATASETS, count_unqover, generate_unqover
-from fairlens.errors import DataError
-from tests.integration.conftest import skip_or_fail
+from tests.integration.conftest import need_folder
 
 pytestmark = pytest.mark.integration
 
@@ -21,13 +19,8 @@ README_INSTANCES = {
 }
 
 
-def test_sizes_and_samples():
-    try:
-        root = resolve_data_dir(None)
-    except DataError as exc:
-        skip_or_fail(f"data not found: {exc.one_line()}")
-    if not (root / "unqover").is_dir():
-        skip_or_fail(f"no unqover/ in {root}")
+def test_sizes_and_samples(data_root):
+    root = need_folder(data_root, "unqover")
     for dataset in UNQOVER_DATASETS:
         assert 2 * count_unqover(root, dataset) == README_INSTANCES[dataset]
         sample = generate_unqover(root, dataset, 20, seed=3)

@@ -11,6 +11,7 @@ import zipfile
 
 import pytest
 
+import fairlens.data.fetch as fetch_module
 import fairlens.data.fetch_benchmarks as fb
 from fairlens.apps.cli import main
 from fairlens.data.mcqa import OPENBOOKQA_OFFICIAL_COUNTS, load_openbookqa
@@ -42,7 +43,9 @@ class _Response(io.BytesIO):
 
 
 def _serve(monkeypatch, payload: bytes) -> None:
-    monkeypatch.setattr(fb.urllib.request, "urlopen", lambda url, timeout: _Response(payload))
+    monkeypatch.setattr(
+        fetch_module.urllib.request, "urlopen", lambda url, timeout: _Response(payload)
+    )
 
 
 def test_openbookqa_lands_checked(tmp_path, monkeypatch, capsys):
