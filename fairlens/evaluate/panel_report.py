@@ -182,14 +182,15 @@ def _markdown(report: PanelReport) -> str:
         rows = []
         for m in methods:
             r = res["unqover"][m]
-            cells = [m] + [_num(r["metrics"][d]["mu"], 3) for d in datasets]
+            cells = [m] + [_mu_cell(r["metrics"][d]) for d in datasets]
             cells += [_num(r["metrics"]["pooled"].get("mu"), 3), _pct(r.get("gate_rate_tokens"))]
             rows.append(cells)
         per = ", ".join(
             f"{d} {res['unqover'][methods[0]]['metrics'][d]['n_instances']}" for d in datasets
         )
         parts.append(
-            f"### UNQOVER (bias intensity mu, 0 = unbiased; instances x 4 questions: {per})\n\n"
+            f"### UNQOVER (bias intensity mu [95% bootstrap CI over instances], 0 = unbiased; "
+            f"Δ = paired change from base; instances x 4 questions: {per})\n\n"
             + _table(["method", *datasets, "mean", "gate %tok"], rows)
         )
     mc = [s for s in _MC_TITLES if s in res]
@@ -232,6 +233,14 @@ _MC_TITLES = {
     "arc_challenge": "ARC-C",
     "openbookqa": "OBQA",
 }
+
+
+def _mu_cell(m: dict[str, Any]) -> str:
+    ci = m.get("mu_ci")
+    cell = _num(m["mu"], 3) + ("" if not ci else f" [{ci[0]:.3f}, {ci[1]:.3f}]")
+    if m.get("delta_mu") is not None:
+        cell += f" Δ {m['delta_mu']:+.3f}"
+    return cell
 
 
 def _utility_row(res: dict[str, dict[str, dict[str, Any]]], method: str) -> dict[str, Any]:

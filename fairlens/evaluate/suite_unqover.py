@@ -45,8 +45,10 @@ def _texts(
     return texts, n_answer
 
 
-def run_unqover(ctx: PanelContext, method: str, inputs: PanelInputs) -> dict[str, Any]:
-    """UNQOVER metrics of ``method``, with its gate rates."""
+def _scores(
+    ctx: PanelContext, method: str, inputs: PanelInputs
+) -> tuple[np.ndarray, tuple[float | None, float | None]]:
+    """``S[instance, order, polarity, subject]`` under ``method``, and its gate rates."""
     texts, n_answer = _texts(ctx, inputs.unqover)
     scored = ctx.text_scores(method, texts, "UNQOVER")
     lp = torch.stack(
@@ -56,10 +58,27 @@ def run_unqover(ctx: PanelContext, method: str, inputs: PanelInputs) -> dict[str
         ]
     ).double()
     pairs = lp.view(-1, 2)  # [instance x order x polarity, subject]
-    s = torch.softmax(pairs, dim=-1).view(-1, 2, 2, 2).numpy()
-    texts_rate, tokens_rate = gate_rates(scored.gate_fired)
+    return torch.softmax(pairs, dim=-1).view(-1, 2, 2, 2).numpy(), gate_rates(scored.gate_fired)
+
+
+def _base_scores(ctx: PanelContext, inputs: PanelInputs) -> np.ndarray:
+    """The unsteered model's scores, computed once per panel (for the paired change of mu)."""
+    if "unqover/base" not in ctx.scorers:
+        ctx.scorers["unqover/base"] = _scores(ctx, "base", inputs)[0]
+    return ctx.scorers["unqover/base"]
+
+
+def run_unqover(ctx: PanelContext, method: str, inputs: PanelInputs) -> dict[str, Any]:
+    """UNQOVER metrics of ``method`` (mu with bootstrap intervals; for a method other than base,
+    the paired change of mu), with its gate rates."""
+    if method == "base":
+        s, (texts_rate, tokens_rate) = _base_scores(ctx, inputs), (None, None)
+        base = None
+    else:
+        s, (texts_rate, tokens_rate) = _scores(ctx, method, inputs)
+        base = _base_scores(ctx, inputs)
     return {
-        "metrics": unqover_metrics(inputs.unqover, s),
+        "metrics": unqover_metrics(inputs.unqover, s, base_scores=base),
         "mean_p_first_listed": float(np.mean(s[:, :, :, 0])),
         "gate_rate_texts": texts_rate,
         "gate_rate_tokens": tokens_rate,

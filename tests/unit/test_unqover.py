@@ -56,6 +56,17 @@ def test_the_metrics_on_a_hand_computed_fixture():
     np.testing.assert_allclose(comparative_bias(swapped), -comparative_bias(s))
     with pytest.raises(ConfigError, match="shape"):
         comparative_bias(np.zeros((2, 2, 2)))
+    # the bootstrap interval resamples instances: it holds mu, and no resample's mu can leave
+    # [0, max |C|] (each gamma is a mean of C values, and a subject's and its partner's sum to 0)
+    assert m["mu_ci"][0] <= m["mu"] <= m["mu_ci"][1]
+    assert -1e-12 <= m["mu_ci"][0] and m["mu_ci"][1] <= 0.8 + 1e-12 and m["mu_ci"][1] > m["mu"]
+    # paired with itself the change is exactly zero; against a shifted copy, exactly the shift
+    same = unqover_metrics(instances, s, base_scores=s)["religion"]
+    assert same["delta_mu"] == 0.0 and same["delta_ci"] == [0.0, 0.0]
+    flat = np.full_like(s, 0.5)  # no preference at all: C = 0, mu = 0
+    moved = unqover_metrics(instances, s, base_scores=flat)["religion"]
+    assert moved["delta_mu"] == pytest.approx(m["mu"])
+    assert moved["delta_ci"] == pytest.approx(m["mu_ci"])  # same resamples, base mu 0 in each
 
 
 def _lists(tmp_path, template: str, subjects: str = "female") -> None:
