@@ -46,7 +46,8 @@ class StrengthCurve:
         alphas: Strengths, in the FairSteer's unit (``alpha_unit``), ascending, 0 first.
         relative: ``||alpha v|| / mean ||h||`` at the steered layer for each strength.
         rows: One dict per (mode, alpha): ``acc_ambig``, ``acc_disambig``, ``mc`` (per suite:
-            accuracy, Wilson ``ci``, ``changed`` share) and ``gate_rate`` (dynamic).
+            accuracy, Wilson ``ci``, ``changed`` share, ``gate_rate``) and ``gate_rate`` on BBQ
+            (dynamic; ``None`` for static, which steers every answer).
         n: Items per measure (``bbq_ambig``, ``bbq_disambig`` and each suite).
         hook: The steered hook.
         alpha_unit: The unit of ``alphas``.
@@ -214,7 +215,11 @@ def strength_utility_curve(
             for name, (logits, fire, answers) in mc_reads.items():
                 p = _pick(logits, fire, i, mode)
                 base = logits[0].argmax(-1).numpy()
-                row["mc"][name] = {**_acc(p == answers), "changed": float((p != base).mean())}
+                row["mc"][name] = {
+                    **_acc(p == answers),
+                    "changed": float((p != base).mean()),
+                    "gate_rate": float(fire.float().mean()) if mode == "dynamic" else None,
+                }
             rows.append(row)
     relative = tuple(0.0 if a == 0 else float(fairsteer.relative_strength(a)) for a in values)
     n = {"bbq_ambig": int(amb.sum()), "bbq_disambig": int((~amb).sum())}

@@ -53,6 +53,9 @@ def test_each_point_is_the_panels_answers_at_that_strength(fitted):
             mc = report.results["arc_easy"][method]
             assert row["mc"]["arc_easy"]["accuracy"] == pytest.approx(mc["accuracy"])
             assert row["mc"]["arc_easy"]["changed"] == pytest.approx(mc["side_effect_rate"])
+            if mode == "dynamic":
+                assert row["mc"]["arc_easy"]["gate_rate"] == pytest.approx(mc["gate_rate"])
+                assert row["gate_rate"] == pytest.approx(report.results["bbq"][method]["gate_rate"])
     base = report.results["arc_easy"]["base"]
     for mode in ("static", "dynamic"):
         row0 = next(r for r in curve.rows if r["mode"] == mode and r["alpha"] == 0.0)

@@ -59,7 +59,7 @@ def test_the_metrics_on_a_hand_computed_fixture():
     # the bootstrap interval resamples instances: it holds mu, and no resample's mu can leave
     # [0, max |C|] (each gamma is a mean of C values, and a subject's and its partner's sum to 0)
     assert m["mu_ci"][0] <= m["mu"] <= m["mu_ci"][1]
-    assert -1e-12 <= m["mu_ci"][0] and m["mu_ci"][1] <= 0.8 + 1e-12 and m["mu_ci"][1] > m["mu"]
+    assert m["mu_ci"][0] >= -1e-12 and m["mu_ci"][1] <= 0.8 + 1e-12 and m["mu_ci"][1] > m["mu"]
     # paired with itself the change is exactly zero; against a shifted copy, exactly the shift
     same = unqover_metrics(instances, s, base_scores=s)["religion"]
     assert same["delta_mu"] == 0.0 and same["delta_ci"] == [0.0, 0.0]
