@@ -59,11 +59,14 @@ def _markdown(report: PanelReport) -> str:
         for m in methods:
             r = res["bbq"][m]
             p = r["metrics"]["pooled"]
+            iv = r.get("intervals") or {}
             rows.append(
                 [
                     m,
-                    _pct(p["acc_ambig"]),
-                    _pct(p["acc_disambig"]),
+                    _acc_cell(p["acc_ambig"], iv.get("ambig")),
+                    _gain_cell(iv.get("ambig")),
+                    _acc_cell(p["acc_disambig"], iv.get("disambig")),
+                    _gain_cell(iv.get("disambig")),
                     _num(p["s_amb"]),
                     _num(p["s_dis"]),
                     _pct(r["gate_rate"]),
@@ -86,8 +89,10 @@ def _markdown(report: PanelReport) -> str:
             + _table(
                 [
                     "method",
-                    "acc_amb %",
-                    "acc_dis %",
+                    "acc_amb % [95% CI]",
+                    "Δ amb [CI], p",
+                    "acc_dis % [95% CI]",
+                    "Δ dis [CI], p",
                     "s_AMB",
                     "s_DIS",
                     "gate %",
@@ -197,7 +202,7 @@ def _markdown(report: PanelReport) -> str:
     if mc:
         head = ["method"]
         for s in mc:
-            head += [f"{_MC_TITLES[s]} acc % [95% CI]", "changed %", "p"]
+            head += [f"{_MC_TITLES[s]} acc % [95% CI]", "changed % / gate %", "p"]
         rows = []
         for m in methods:
             cells = [m]
@@ -207,7 +212,7 @@ def _markdown(report: PanelReport) -> str:
                 p = (r.get("vs_base") or {}).get("mcnemar", {}).get("p")
                 cells += [
                     f"{_pct(r['accuracy'])} [{_pct(ci[0])}, {_pct(ci[1])}]",
-                    _pct(r.get("side_effect_rate")),
+                    f"{_pct(r.get('side_effect_rate'))} / {_pct(r.get('gate_rate'))}",
                     "–" if p is None else f"{p:.3g}",
                 ]
             rows.append(cells)
@@ -233,6 +238,20 @@ _MC_TITLES = {
     "arc_challenge": "ARC-C",
     "openbookqa": "OBQA",
 }
+
+
+def _acc_cell(acc: float | None, iv: dict[str, Any] | None) -> str:
+    ci = (iv or {}).get("ci")
+    return _pct(acc) + ("" if not ci else f" [{_pct(ci[0])}, {_pct(ci[1])}]")
+
+
+def _gain_cell(iv: dict[str, Any] | None) -> str:
+    vs = (iv or {}).get("vs_base")
+    if not vs:
+        return "–"
+    low, high = vs["gain_ci"]
+    p = vs["mcnemar"]["p"]
+    return f"{100 * vs['gain']:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}], {p:.2g}"
 
 
 def _mu_cell(m: dict[str, Any]) -> str:

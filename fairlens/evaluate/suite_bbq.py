@@ -24,6 +24,7 @@ from fairlens.scoring.letters import build_prompts, letter_token_ids, score_item
 from fairlens.scoring.metrics import bbq_metrics
 from fairlens.scoring.prefix_cache import make_scorer
 from fairlens.search.variants import check_scorer
+from fairlens.stats import compare, wilson
 from fairlens.steer.interventions import METHODS, method_instruction
 
 
@@ -127,12 +128,44 @@ def _cached(ctx: PanelContext, method: str, inputs: PanelInputs) -> dict[str, An
         "prefix_cached": True,
         **extra,
         "metrics": bbq_metrics(items, preds).to_dict(),
+        "_predictions": preds,
     }
 
 
 def run_bbq(ctx: PanelContext, method: str, inputs: PanelInputs) -> dict[str, Any]:
     """BBQ metrics of ``method`` under the run's protocol (prefix-cached where exact, else full
-    runs under its hooks)."""
+    runs under its hooks), with Wilson intervals of both accuracies and, for every method but
+    base, the paired comparison with base on the ambiguous and the disambiguated items (bootstrap
+    gain, McNemar's p)."""
+    out = _run_bbq(ctx, method, inputs)
+    preds = out.pop("_predictions")
+    ctx.scorers[f"bbq/predictions/{method}"] = preds
+    if method == "base":
+        base = preds
+    else:
+        if "bbq/predictions/base" not in ctx.scorers:  # a resumed panel: base again, once
+            ctx.scorers["bbq/predictions/base"] = _run_bbq(ctx, "base", inputs)["_predictions"]
+        base = ctx.scorers["bbq/predictions/base"]
+    out["intervals"] = _intervals(inputs.bbq_items, base, preds, method == "base")
+    return out
+
+
+def _intervals(items: Sequence[BBQItem], base: Any, preds: Any, is_base: bool) -> dict[str, Any]:
+    base, preds = np.asarray(base), np.asarray(preds)
+    gold = np.array([it.label for it in items])
+    amb = np.array([it.is_ambiguous for it in items])
+    out: dict[str, Any] = {}
+    for name, mask in (("ambig", amb), ("disambig", ~amb)):
+        ok = preds[mask] == gold[mask]
+        n, k = int(mask.sum()), int(ok.sum())
+        out[name] = {
+            "ci": list(wilson(k, n)) if n else None,
+            "vs_base": None if is_base or not n else compare(base[mask] == gold[mask], ok),
+        }
+    return out
+
+
+def _run_bbq(ctx: PanelContext, method: str, inputs: PanelInputs) -> dict[str, Any]:
     protocol = ctx.settings.bbq_protocol
     if protocol == "fairsteer-8shot" and not inputs.shots:
         raise ConfigError(
@@ -156,6 +189,7 @@ def run_bbq(ctx: PanelContext, method: str, inputs: PanelInputs) -> dict[str, An
         "prefix_cached": False,
         **extra,
         "metrics": bbq_metrics(inputs.bbq_items, preds).to_dict(),
+        "_predictions": preds,
     }
 
 
@@ -175,6 +209,7 @@ def _lm_eval(ctx: PanelContext, method: str, inputs: PanelInputs) -> dict[str, A
         "gate_rate": None if stats is None else stats.rate,
         "prefix_cached": False,
         "metrics": bbq_metrics(inputs.bbq_items, preds).to_dict(),
+        "_predictions": preds,
     }
 
 

@@ -96,6 +96,20 @@ def test_full_panel_runs_every_method_on_every_suite(setup):
     for suite in res.values():
         assert list(suite) == list(DEFAULT_METHODS)
     assert res["bbq"]["base"]["gate_rate"] is None and res["bbq"]["static"]["gate_rate"] == 1.0
+    # intervals beside every BBQ accuracy, and the paired comparison with base for the others
+    for method in DEFAULT_METHODS:
+        iv, pooled = res["bbq"][method]["intervals"], res["bbq"][method]["metrics"]["pooled"]
+        for part, key in (("ambig", "acc_ambig"), ("disambig", "acc_disambig")):
+            low, high = iv[part]["ci"]
+            assert low <= pooled[key] <= high
+            vs = iv[part]["vs_base"]
+            if method == "base":
+                assert vs is None
+            else:
+                assert vs["method"] == pytest.approx(pooled[key])
+                base_pooled = res["bbq"]["base"]["metrics"]["pooled"]
+                assert vs["base"] == pytest.approx(base_pooled[key])
+    assert "Δ amb [CI], p" in report.markdown()
     # BBQ steers the answer position: the dynamic rate is the gate's share of last prompt tokens
     prompts = encode(tok, build_prompts(items, "zero_shot", tok, None))
     last = _gate_on(hf, fs, prompts, lambda n: slice(n - 1, n))
