@@ -84,7 +84,7 @@ def evaluate_panel(
         bbq_calibration: BBQ items the ``calibrated`` method's letter prior is fitted on (the
             selection split; template-disjoint from ``bbq_items``, refused otherwise).
         mc_calibration: Per multiple-choice suite, the questions its letter prior is fitted on
-            (dev / validation splits; :func:`fairlens.evaluate.suite_mcqa.load_mc_inputs`).
+            (dev / validation splits; :func:`fairlens.evaluate.suite_mcqa.load_mc_calibration`).
         condition_gate: The fitted CAST-style gate of the ``cast`` method
             (:meth:`fairlens.steer.fit_data.FitData.condition_gate`).
         gen_model: The plain transformers twin used for ``open_ended`` when ``model`` is a
