@@ -120,6 +120,21 @@ class PanelMethod:
     letter_prior: bool = False
 
 
+def _steering_method(
+    name: str, description: str, mode: SteerMode, *, needs_condition_gate: bool = False
+) -> PanelMethod:
+    """A method that adds the fitted vector at FairSteer's positions in ``mode`` (its context and
+    its ``steer_mode`` both from ``mode``)."""
+    return PanelMethod(
+        name,
+        description,
+        True,
+        lambda m, fs, pos, rec: _steered(mode, m, fs, pos, rec),
+        steer_mode=mode,
+        needs_condition_gate=needs_condition_gate,
+    )
+
+
 METHODS: dict[str, PanelMethod] = {
     m.name: m
     for m in (
@@ -127,20 +142,8 @@ METHODS: dict[str, PanelMethod] = {
         PanelMethod(
             "prompt", "debiasing instruction prepended", False, _unsteered, DEBIAS_INSTRUCTION
         ),
-        PanelMethod(
-            "static",
-            "DSV added at every steered position (DSV only)",
-            True,
-            lambda m, fs, pos, rec: _steered("static", m, fs, pos, rec),
-            steer_mode="static",
-        ),
-        PanelMethod(
-            "fairsteer",
-            "DSV added where the probe says biased (dynamic)",
-            True,
-            lambda m, fs, pos, rec: _steered("dynamic", m, fs, pos, rec),
-            steer_mode="dynamic",
-        ),
+        _steering_method("static", "DSV added at every steered position (DSV only)", "static"),
+        _steering_method("fairsteer", "DSV added where the probe says biased (dynamic)", "dynamic"),
         PanelMethod("ablation", "DSV direction projected out at every position", True, _ablated),
         PanelMethod(
             "calibrated",
@@ -149,12 +152,10 @@ METHODS: dict[str, PanelMethod] = {
             _unsteered,
             letter_prior=True,
         ),
-        PanelMethod(
+        _steering_method(
             "cast",
             "DSV added where the condition-direction projection exceeds a selected threshold",
-            True,
-            lambda m, fs, pos, rec: _steered("dynamic", m, fs, pos, rec),
-            steer_mode="dynamic",
+            "dynamic",
             needs_condition_gate=True,
         ),
     )
