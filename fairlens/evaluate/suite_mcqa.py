@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -193,19 +193,32 @@ def load_mc_inputs(
         questions: Questions per ARC / OpenBookQA suite (None: the whole test split).
         seed: Sampling seed.
     """
-    mc: dict[str, list[MCItem]] = {}
-    shots: list[MCItem] = []
+    mc = _sample_splits(data_dir, suites, "test", mmlu_per_subject, questions, seed)
+    shots = mmlu_items(load_mmlu(data_dir, "dev")) if "mmlu" in mc else []
+    return mc, shots
+
+
+def _sample_splits(
+    data_dir: str | Path,
+    suites: Sequence[str],
+    split: Literal["test", "dev"],
+    mmlu_per_subject: int | None,
+    questions: int | None,
+    seed: int,
+) -> dict[str, list[MCItem]]:
+    """Seeded samples of each multiple-choice suite among ``suites`` from ``split`` (``"dev"``:
+    MMLU's validation split, whose dev split holds the shots; ARC's and OpenBookQA's dev)."""
+    out: dict[str, list[MCItem]] = {}
     for name in suites:
         if name == "mmlu":
-            test = mmlu_items(load_mmlu(data_dir, "test"))
-            mc[name] = sample_mc(test, mmlu_per_subject, seed=seed)
-            shots = mmlu_items(load_mmlu(data_dir, "dev"))
+            rows = mmlu_items(load_mmlu(data_dir, "val" if split == "dev" else split))
+            out[name] = sample_mc(rows, mmlu_per_subject, seed=seed)
         elif name in ("arc_easy", "arc_challenge"):
             subset = "easy" if name == "arc_easy" else "challenge"
-            mc[name] = sample_mc(load_arc(data_dir, subset, "test"), questions, seed=seed)
+            out[name] = sample_mc(load_arc(data_dir, subset, split), questions, seed=seed)
         elif name == "openbookqa":
-            mc[name] = sample_mc(load_openbookqa(data_dir, "test"), questions, seed=seed)
-    return mc, shots
+            out[name] = sample_mc(load_openbookqa(data_dir, split), questions, seed=seed)
+    return out
 
 
 def load_mc_calibration(
@@ -219,18 +232,7 @@ def load_mc_calibration(
     """The calibration questions of the multiple-choice suites among ``suites`` (for the
     ``calibrated`` method's letter priors): MMLU validation, ARC and OpenBookQA dev splits, drawn
     with the same sizes as the scored test samples (disjoint from them and from MMLU's dev shots)."""
-    out: dict[str, list[MCItem]] = {}
-    for name in suites:
-        if name == "mmlu":
-            out[name] = sample_mc(
-                mmlu_items(load_mmlu(data_dir, "val")), mmlu_per_subject, seed=seed
-            )
-        elif name in ("arc_easy", "arc_challenge"):
-            subset = "easy" if name == "arc_easy" else "challenge"
-            out[name] = sample_mc(load_arc(data_dir, subset, "dev"), questions, seed=seed)
-        elif name == "openbookqa":
-            out[name] = sample_mc(load_openbookqa(data_dir, "dev"), questions, seed=seed)
-    return out
+    return _sample_splits(data_dir, suites, "dev", mmlu_per_subject, questions, seed)
 
 
 def _suite(name: str) -> Suite:
