@@ -35,6 +35,7 @@ from fairlens.evaluate.suites import SUITES, PanelConfig
 from fairlens.fairsteer.estimator import FairSteer
 from fairlens.model_types import Model, Tokenizer
 from fairlens.steer.conditioned import ConditionedSteering
+from fairlens.steer.fit_settings import check_disjoint
 from fairlens.steer.interventions import METHODS, check_methods
 
 __all__ = ["SUITES", "PanelConfig", "PanelReport", "evaluate_panel"]
@@ -208,13 +209,7 @@ def _check_calibration(ctx: PanelContext, suites: Sequence[str], inputs: PanelIn
                 f"({what} is empty).",
                 f"pass {what} (a split disjoint from the scored one), or drop 'calibrated'.",
             )
-    eval_templates = {it.template_id for it in inputs.bbq_items}
-    shared = sum(1 for it in inputs.bbq_calibration if it.template_id in eval_templates)
-    if shared:
-        raise ConfigError(
-            f"bbq_calibration shares {shared} item(s) with the templates of bbq_items.",
-            "fit the letter prior on a template-disjoint split (the selection split).",
-        )
+    check_disjoint({"bbq_items": inputs.bbq_items, "bbq_calibration": inputs.bbq_calibration})
     for name, calib in inputs.mc_calibration.items():
         scored = {it.uid for it in inputs.mc.get(name, ())}
         overlap = sum(1 for it in calib if it.uid in scored)

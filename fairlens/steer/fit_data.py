@@ -113,13 +113,7 @@ class FitData(FitPasses):
             raise ConfigError(
                 f"the fit data has no activations at {hook}.", f"use one of {self.hooks}."
             )
-        fitted = self.templates
-        shared = sum(1 for it in select_items if it.template_id in fitted)
-        if shared:
-            raise ConfigError(
-                f"{shared} selection item(s) share templates with the fit split.",
-                "choose the threshold on a template-disjoint split (fairlens.data.split_by_template).",
-            )
+        check_disjoint({"fit": [*self.probe_items, *self.dsv_items], "select": select_items})
         x, y = self.bad_rows(hook)
         gate = ConditionGate(hook).fit(x, y)
         scorer = self.build_scorer(select_items, keep_cache=False, desc=desc)
