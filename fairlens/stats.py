@@ -16,7 +16,7 @@ import numpy as np
 
 from fairlens.errors import ConfigError
 
-__all__ = ["compare", "mcnemar", "paired_bootstrap", "wilson"]
+__all__ = ["compare", "mcnemar", "paired_bootstrap", "proportion", "wilson"]
 
 
 def wilson(k: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
@@ -77,6 +77,13 @@ def mcnemar(correct_a: Any, correct_b: Any) -> dict[str, Any]:
     k = min(a_only, b_only)
     tail = sum(math.comb(n, i) for i in range(k + 1)) / 2**n
     return {"b_only": b_only, "a_only": a_only, "p": min(1.0, 2 * tail)}
+
+
+def proportion(correct: Any) -> dict[str, Any]:
+    """``{"n", "accuracy", "ci"}`` of a boolean array (Wilson 95 %; ``None`` when it is empty)."""
+    ok = _bool(correct, "correct")
+    n, k = int(ok.size), int(ok.sum())
+    return {"n": n, "accuracy": k / n if n else None, "ci": list(wilson(k, n)) if n else None}
 
 
 def compare(

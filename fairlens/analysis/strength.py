@@ -31,7 +31,7 @@ from fairlens.model_types import Model, Tokenizer
 from fairlens.scoring.letters import build_prompts, letter_token_ids
 from fairlens.scoring.multiple_choice import mc_letter_ids, mc_prompts
 from fairlens.scoring.prefix_cache import make_scorer
-from fairlens.stats import wilson
+from fairlens.stats import proportion
 
 __all__ = ["StrengthCurve", "strength_utility_curve"]
 
@@ -96,11 +96,6 @@ class StrengthCurve:
             "hook": self.hook,
             "alpha_unit": self.alpha_unit,
         }
-
-
-def _acc(correct: np.ndarray) -> dict[str, Any]:
-    n, k = int(correct.size), int(correct.sum())
-    return {"accuracy": k / n, "ci": list(wilson(k, n))} if n else {"accuracy": None, "ci": None}
 
 
 def _pick(logits: list[torch.Tensor], fire: torch.Tensor, i: int, mode: str) -> np.ndarray:
@@ -207,8 +202,8 @@ def strength_utility_curve(
             row: dict[str, Any] = {
                 "mode": mode,
                 "alpha": a,
-                "acc_ambig": _acc(preds[amb] == gold[amb])["accuracy"],
-                "acc_disambig": _acc(preds[~amb] == gold[~amb])["accuracy"],
+                "acc_ambig": proportion(preds[amb] == gold[amb])["accuracy"],
+                "acc_disambig": proportion(preds[~amb] == gold[~amb])["accuracy"],
                 "gate_rate": float(bbq_fire.float().mean()) if mode == "dynamic" else None,
                 "mc": {},
             }
@@ -216,7 +211,7 @@ def strength_utility_curve(
                 p = _pick(logits, fire, i, mode)
                 base = logits[0].argmax(-1).numpy()
                 row["mc"][name] = {
-                    **_acc(p == answers),
+                    **proportion(p == answers),
                     "changed": float((p != base).mean()),
                     "gate_rate": float(fire.float().mean()) if mode == "dynamic" else None,
                 }

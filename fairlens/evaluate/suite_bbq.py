@@ -21,10 +21,9 @@ from fairlens.evaluate.context import PanelContext, PanelInputs, Suite
 from fairlens.scoring.bbq_protocols import score_lm_eval
 from fairlens.scoring.calibration import LetterPrior
 from fairlens.scoring.letters import build_prompts, letter_token_ids, score_items
-from fairlens.scoring.metrics import bbq_metrics
+from fairlens.scoring.metrics import bbq_metrics, paired_by_context
 from fairlens.scoring.prefix_cache import make_scorer
 from fairlens.search.variants import check_scorer
-from fairlens.stats import compare, wilson
 from fairlens.steer.interventions import METHODS, method_instruction
 
 
@@ -151,16 +150,14 @@ def run_bbq(ctx: PanelContext, method: str, inputs: PanelInputs) -> dict[str, An
 
 
 def _intervals(items: Sequence[BBQItem], base: Any, preds: Any, is_base: bool) -> dict[str, Any]:
-    base, preds = np.asarray(base), np.asarray(preds)
-    gold = np.array([it.label for it in items])
-    amb = np.array([it.is_ambiguous for it in items])
+    """Per context condition: the method's Wilson interval, and (but for base) the paired
+    comparison with base."""
     out: dict[str, Any] = {}
-    for name, mask in (("ambig", amb), ("disambig", ~amb)):
-        ok = preds[mask] == gold[mask]
-        n, k = int(mask.sum()), int(ok.sum())
-        out[name] = {
-            "ci": list(wilson(k, n)) if n else None,
-            "vs_base": None if is_base or not n else compare(base[mask] == gold[mask], ok),
+    for part, cmp in paired_by_context(items, base, preds).items():
+        empty = cmp["n"] == 0
+        out[part] = {
+            "ci": None if empty else cmp["method_ci"],
+            "vs_base": None if is_base or empty else cmp,
         }
     return out
 

@@ -32,7 +32,7 @@ from fairlens.evaluate.context import PanelContext, PanelInputs, Suite
 from fairlens.scoring.calibration import LetterPrior
 from fairlens.scoring.multiple_choice import mc_letter_ids, mc_prompts, score_mc
 from fairlens.scoring.prefix_cache import make_scorer
-from fairlens.stats import compare, wilson
+from fairlens.stats import compare, proportion
 from fairlens.steer.interventions import METHODS, method_instruction
 
 MC_SUITES: tuple[str, ...] = ("mmlu", "arc_easy", "arc_challenge", "openbookqa")
@@ -141,11 +141,6 @@ def _base(ctx: PanelContext, name: str, inputs: PanelInputs) -> torch.Tensor:
     return ctx.scorers[key]
 
 
-def _accuracy(correct: np.ndarray) -> dict[str, Any]:
-    n, k = int(correct.size), int(correct.sum())
-    return {"n": n, "accuracy": k / n if n else None, "ci": list(wilson(k, n)) if n else None}
-
-
 def run_mc(name: str, ctx: PanelContext, method: str, inputs: PanelInputs) -> dict[str, Any]:
     """Accuracy, side-effect rate and the paired comparison with base of ``method`` on ``name``."""
     items: Sequence[MCItem] = inputs.mc[name]
@@ -157,7 +152,7 @@ def run_mc(name: str, ctx: PanelContext, method: str, inputs: PanelInputs) -> di
         preds, rate, cached = _answers(ctx, name, method, inputs)
     correct = (preds == gold).numpy()
     out: dict[str, Any] = {
-        **_accuracy(correct),
+        **proportion(correct),
         "side_effect_rate": None if method == "base" else float((preds != base).float().mean()),
         "vs_base": None if method == "base" else compare((base == gold).numpy(), correct),
         "gate_rate": rate,

@@ -47,6 +47,7 @@ from fairlens.scoring.bbq_counts import (
     _ItemArrays,
     _validated_predictions,
 )
+from fairlens.stats import compare
 
 if TYPE_CHECKING:
     import torch
@@ -59,6 +60,7 @@ __all__ = [
     "GroupMetrics",
     "accuracy",
     "bbq_metrics",
+    "paired_by_context",
     "probe_labels",
 ]
 
@@ -265,6 +267,22 @@ def accuracy(
     preds = _validated_predictions(items, predictions)
     labels = np.fromiter((item.label for item in items), dtype=np.int64, count=len(items))
     return float(np.mean(preds == labels))
+
+
+def paired_by_context(
+    items: Sequence[BBQItem], base_predictions: Any, predictions: Any
+) -> dict[str, dict[str, Any]]:
+    """A method's answers against the unsteered model's on the same items, separately on the
+    ambiguous and the disambiguated ones: :func:`fairlens.stats.compare` of each (Wilson
+    intervals of both accuracies, paired bootstrap gain, McNemar's p)."""
+    gold = np.array([it.label for it in items])
+    amb = np.array([it.is_ambiguous for it in items])
+    correct = np.asarray(predictions) == gold
+    base_correct = np.asarray(base_predictions) == gold
+    return {
+        "ambig": compare(base_correct[amb], correct[amb]),
+        "disambig": compare(base_correct[~amb], correct[~amb]),
+    }
 
 
 def probe_labels(

@@ -12,7 +12,7 @@ import numpy as np
 from fairlens.backend import hook_name
 from fairlens.data import BBQItem
 from fairlens.errors import ConfigError
-from fairlens.scoring.metrics import bbq_metrics
+from fairlens.scoring.metrics import bbq_metrics, paired_by_context
 from fairlens.scoring.variant_scorer import Edit, VariantScorer
 from fairlens.search.space import (
     Variant,
@@ -22,7 +22,6 @@ from fairlens.search.variants import (
     check_scorer,
     score_variants,
 )
-from fairlens.stats import compare
 from fairlens.steer.fit_data import FitData
 from fairlens.steer.interventions import DEBIAS_INSTRUCTION
 
@@ -67,15 +66,9 @@ def evaluate_variants(
 def _eval_entry(
     items: Sequence[BBQItem], preds: np.ndarray, base_preds: np.ndarray, row: dict[str, Any]
 ) -> dict[str, Any]:
-    gold = np.array([it.label for it in items])
-    amb = np.array([it.is_ambiguous for it in items])
-    correct, base_correct = preds == gold, base_preds == gold
     return {
         **row,
-        "vs_base": {
-            "ambig": compare(base_correct[amb], correct[amb]),
-            "disambig": compare(base_correct[~amb], correct[~amb]),
-        },
+        "vs_base": paired_by_context(items, base_preds, preds),
         "metrics": bbq_metrics(items, preds).to_dict(),
     }
 
