@@ -14,6 +14,7 @@ from typing import Any
 
 from fairlens.apps.run_config import RunConfig
 from fairlens.errors import ConfigError
+from fairlens.evaluate.suites import SUITES, suite_settings
 
 
 def _split_summary(items: list[Any]) -> dict[str, Any]:
@@ -74,35 +75,44 @@ class _RunDir:
     def panel_done(
         self, settings: dict[str, Any], say: Callable[[str], None] = lambda _m: None
     ) -> dict[str, dict[str, Any]]:
-        """The panel results a previous run of this folder left, if they were computed with the
-        same panel ``settings`` (sizes, protocol, backend...); otherwise they are discarded, so a
-        changed setting never reuses a result computed under another."""
+        """The panel results a previous run of this folder left that still hold: a suite's results
+        are kept when the settings it depends on (``suite_settings``: the model, backend, batch
+        size and its own sizes / protocol) equal this run's; the others are discarded, so a changed
+        setting never reuses a result computed under another, and changing one suite's size does
+        not throw away the others' hours of scoring."""
         folder = self.path / "panel"
         folder.mkdir(exist_ok=True)
         record = folder / "settings.json"
         settings = json.loads(json.dumps(settings, default=list))
         old = json.loads(record.read_text()) if record.is_file() else None
-        results = [f for f in folder.glob("*.json") if f.name != "settings.json"]
-        if old != settings and results:
-            changed = (
-                "recorded by an older fairlens"
-                if old is None
-                else ", ".join(
-                    k for k in sorted(set(old) | set(settings)) if old.get(k) != settings.get(k)
-                )
-            )
-            say(f"panel results in the run folder discarded (panel settings changed: {changed})")
-            for f in results:
-                f.unlink()
-            results = []
-        record.write_text(json.dumps(settings, indent=2))
         done: dict[str, dict[str, Any]] = {}
-        for f in results:
-            suite, method = f.stem.split("__")
+        stale: dict[str, list[str]] = {}
+        for f in sorted(folder.glob("*.json")):
+            if f.name == "settings.json":
+                continue
+            suite, _, method = f.stem.partition("__")
+            keys = suite_settings(suite) if suite in SUITES else None
+            changed = (
+                ["recorded by an older fairlens"]
+                if old is None
+                else ["suite no longer known"]
+                if keys is None
+                else [k for k in keys if old.get(k) != settings.get(k)]
+            )
+            if changed:
+                stale.setdefault(suite, changed)
+                f.unlink()
+                continue
             try:
                 done[f"{suite}/{method}"] = json.loads(f.read_text())
             except json.JSONDecodeError:
                 f.unlink()  # cut by an interruption: compute it again
+        for suite, changed in stale.items():
+            say(
+                f"panel results of {suite!r} in the run folder discarded "
+                f"(settings changed: {', '.join(changed)})"
+            )
+        record.write_text(json.dumps(settings, indent=2))
         return done
 
     def save_panel(self, suite: str, method: str, result: dict[str, Any]) -> None:

@@ -205,6 +205,9 @@ class Suite:
             never).
         calibration_missing: ``calibration_missing(inputs)`` -> the calibration input the
             ``calibrated`` method lacks, or ``None``.
+        settings: The panel settings its results depend on beyond those every suite depends on
+            (:data:`SHARED_SETTINGS`): a resumed run keeps this suite's saved results when these
+            are unchanged, whatever other suites' settings changed.
     """
 
     name: str
@@ -215,3 +218,9 @@ class Suite:
     fast_path_only: bool = False
     reads_letters: Any = None
     calibration_missing: Any = None
+    settings: tuple[str, ...] = ()
+
+
+SHARED_SETTINGS: tuple[str, ...] = ("model", "batch_size", "eval_backend")
+"""The run settings every suite's results depend on (the model; the batch size and backend
+change numbers in the last float digits, which can flip a near tie)."""

@@ -215,6 +215,7 @@ BBQ_SUITE = Suite(
     missing=lambda inputs: None if inputs.bbq_items else "bbq_items",
     announce=lambda inputs: f"BBQ on {len(inputs.bbq_items)} items",
     run=run_bbq,
+    settings=("scoring", "prompt_format", "bbq_protocol"),
     reads_letters=_reads_letters,
     calibration_missing=lambda inputs: None if inputs.bbq_calibration else "bbq_calibration",
     sizes=lambda inputs: {

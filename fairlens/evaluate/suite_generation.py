@@ -62,6 +62,7 @@ OPEN_ENDED_SUITE = Suite(
         )
     ),
     run=run_generation,
+    settings=("prompt_format", "open_per_category", "open_crows_per_type", "max_new_tokens"),
     sizes=_sizes,
     fast_path_only=True,
 )

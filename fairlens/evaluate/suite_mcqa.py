@@ -241,6 +241,7 @@ def _suite(name: str) -> Suite:
             None if inputs.mc_calibration.get(name) else f"mc_calibration[{name!r}]"
         ),
         sizes=lambda inputs: {name: len(inputs.mc.get(name, ()))},
+        settings=("mmlu_per_subject",) if name == "mmlu" else ("mc_questions",),
     )
 
 

@@ -54,6 +54,7 @@ CROWS_SUITE = Suite(
     missing=lambda inputs: None if inputs.crows_pairs else "crows_pairs",
     announce=lambda inputs: f"CrowS-Pairs on {len(inputs.crows_pairs)} pairs",
     run=run_crows,
+    settings=("crows_per_type",),
     sizes=lambda inputs: {
         "crows": len(inputs.crows_pairs),
         "text_crows_sent_less": len(inputs.crows_pairs),
@@ -65,5 +66,6 @@ UTILITY_SUITE = Suite(
     missing=lambda inputs: None if inputs.texts else "texts",
     announce=lambda inputs: f"perplexity on {', '.join(inputs.texts)}",
     run=run_utility,
+    settings=("text_n", "text_file"),
     sizes=lambda inputs: {f"text_{c}": len(d) for c, d in inputs.texts.items()},
 )

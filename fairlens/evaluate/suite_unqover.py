@@ -102,5 +102,6 @@ UNQOVER_SUITE = Suite(
     missing=lambda inputs: None if inputs.unqover else "unqover",
     announce=lambda inputs: f"UNQOVER on {len(inputs.unqover)} instances (x4 questions)",
     run=run_unqover,
+    settings=("unqover_per_dataset",),
     sizes=lambda inputs: {"unqover": len(inputs.unqover)},
 )

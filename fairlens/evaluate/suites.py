@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fairlens.errors import ConfigError
-from fairlens.evaluate.context import PanelSettings, Suite
+from fairlens.evaluate.context import SHARED_SETTINGS, PanelSettings, Suite
 from fairlens.evaluate.suite_bbq import BBQ_SUITE
 from fairlens.evaluate.suite_generation import OPEN_ENDED_SUITE
 from fairlens.evaluate.suite_mcqa import MC_SUITE_ENTRIES
@@ -31,6 +31,12 @@ SUITES: dict[str, Suite] = {
 DEFAULT_SUITES: tuple[str, ...] = ("bbq", "crows", "open_ended", "utility")
 """The suites a run scores unless told otherwise (UNQOVER and the multiple-choice utility suites
 are asked for by name: ``--suites ... unqover mmlu arc_easy arc_challenge openbookqa``)."""
+
+
+def suite_settings(name: str) -> tuple[str, ...]:
+    """The run settings a suite's saved results depend on (a resumed run keeps them while these
+    are unchanged)."""
+    return (*SHARED_SETTINGS, *SUITES[name].settings)
 
 
 @dataclass(frozen=True)

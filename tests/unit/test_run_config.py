@@ -170,7 +170,7 @@ def test_attribute_docs_read_google_style_entries():
     assert attribute_docs(Doc) == {"a": "First line continued here.", "b": "With a 'code' and REG."}
 
 
-def test_panel_results_of_other_panel_settings_are_never_reused(tmp_path):
+def test_panel_results_of_other_panel_settings_are_never_reused_per_suite(tmp_path):
     cfg = RunConfig.from_keys(out_dir=str(tmp_path))
     rundir = _RunDir(cfg, restart=False)
     assert rundir.panel_done(cfg.panel_settings()) == {}
@@ -178,11 +178,33 @@ def test_panel_results_of_other_panel_settings_are_never_reused(tmp_path):
     assert rundir.panel_done(cfg.panel_settings()) == {"bbq/base": {"acc": 1}}
     more = cfg.replace(suites=("bbq", "unqover"), methods=("base",))  # which ones run: kept
     assert rundir.panel_done(more.panel_settings()) == {"bbq/base": {"acc": 1}}
+    rundir.save_panel("crows", "base", {"acc": 3})
     said: list[str] = []
-    other = cfg.replace(crows_per_type=3)  # a size changed: every result is computed again
-    assert rundir.panel_done(other.panel_settings(), said.append) == {}
-    assert "crows_per_type" in said[0] and not list((tmp_path / cfg.name / "panel").glob("bbq*"))
+    other = cfg.replace(crows_per_type=3)  # CrowS' size changed: only CrowS is computed again
+    assert rundir.panel_done(other.panel_settings(), said.append) == {"bbq/base": {"acc": 1}}
+    assert said == [
+        "panel results of 'crows' in the run folder discarded (settings changed: crows_per_type)"
+    ]
+    assert not list((tmp_path / cfg.name / "panel").glob("crows*"))
+    shared = other.replace(batch_size=3)  # a setting every suite depends on: all computed again
+    assert rundir.panel_done(shared.panel_settings(), said.append) == {}
+    assert "batch_size" in said[1] and not list((tmp_path / cfg.name / "panel").glob("bbq*"))
+    protocol = shared.replace(bbq_protocol="lm-eval")
+    rundir.save_panel("bbq", "base", {"acc": 4})
+    rundir.save_panel("mmlu", "base", {"acc": 5})
+    assert rundir.panel_done(protocol.panel_settings(), said.append) == {"mmlu/base": {"acc": 5}}
+    assert "bbq_protocol" in said[2]
     rundir.save_panel("bbq", "base", {"acc": 2})
     (tmp_path / cfg.name / "panel" / "settings.json").unlink()  # a folder of an older fairlens
     assert rundir.panel_done(other.panel_settings(), said.append) == {}
-    assert "older fairlens" in said[1]
+    assert "older fairlens" in said[3]
+
+
+def test_every_panel_setting_is_claimed_by_a_suite():
+    """A panel setting no suite names would never invalidate a saved result (silently reused
+    under another value); a suite naming an unknown key would never be invalidated by it."""
+    from fairlens.evaluate.suites import SUITES, suite_settings
+
+    keys = set(RunConfig().panel_settings())
+    claimed = {k for name in SUITES for k in suite_settings(name)}
+    assert claimed == keys
