@@ -37,14 +37,19 @@ experiment-model: setup
 
 # The panel and the steering search on the experiment model at CPU size: fit split 176 probe items,
 # selection split 418 items (209 ambiguous / 209 disambiguated), eval split 814 (407 / 407), all 11
-# categories, template-disjoint; search grid 8 directions x 7 layers (stride 4) x alpha 0.4, 0.8.
-# ~3 h on 2 quiet cores (docs/results.md); resumable: run it again after an interruption and it
+# categories, template-disjoint; search grid 8 directions x 7 layers (stride 4) x alpha 0.4, 0.8;
+# the paper's suites: BBQ, CrowS, open-ended, perplexity, UNQOVER (10 instances per dataset), MMLU
+# 5-shot (1 question per subject, 57), ARC-E/C and OpenBookQA (50 each), every method.
+# ~3 h on 2 quiet cores measured before the utility suites were added, about 1.5 h more estimated
+# for them (MMLU 5-shot is ~13 min per full pass; docs/results.md); resumable: run it again after an interruption and it
 # continues after the last finished stage (and scored variant group).
 experiment: experiment-model
 	$(BIN)/fairlens run --name $(EXPERIMENT_MODEL) --model $(EXPERIMENT_MODEL) \
 	  --probe-per-category 16 --select-per-category 38 --eval-per-category 74 \
 	  --crows-per-type 6 --open-per-category 1 --open-crows-per-type 1 --text-n 10 \
 	  --max-new-tokens 16 --alphas 0.2 0.4 0.8 --search --search-layer-stride 4 --search-alphas 0.4 0.8 \
+	  --suites bbq crows open_ended utility unqover mmlu arc_easy arc_challenge openbookqa \
+	  --mmlu-per-subject 1 --mc-questions 50 --unqover-per-dataset 10 \
 	  --search-patching eval --threads $${FAIRLENS_THREADS:-2}
 
 # Main job: FairSteer, the steering search and the evaluation panel on the embedded SmolLM2-135M
