@@ -41,6 +41,7 @@ _EXPORTS: dict[str, str] = {
     "mean_ablation": "ablation",
     "mean_activation": "ablation",
     "zero_ablation": "ablation",
+    "LayerCache": "layer_cache",
     "TokenView": "tokens",
     "token_view": "tokens",
     "EntanglementResult": "entanglement",
@@ -56,6 +57,7 @@ __all__ = [
     "EntanglementResult",
     "HeadSweep",
     "HookTypeSweep",
+    "LayerCache",
     "LayerMetrics",
     "MethodCosines",
     "PCAResult",
@@ -126,6 +128,7 @@ if TYPE_CHECKING:
         pooled_dsv,
     )
     from fairlens.analysis.heads import HeadSweep, head_probe_sweep, head_sweep_from_acts
+    from fairlens.analysis.layer_cache import LayerCache
     from fairlens.analysis.separability import (
         HookTypeSweep,
         LayerMetrics,

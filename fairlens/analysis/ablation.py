@@ -48,6 +48,7 @@ __all__ = [
     "AblationRow",
     "ablate",
     "ablation_effect",
+    "ablation_row",
     "directional_ablation",
     "mean_ablation",
     "mean_activation",
@@ -242,7 +243,8 @@ class AblationEffect:
         }
 
 
-def _row(name: str, items: Sequence[BBQItem], preds: Any) -> AblationRow:
+def ablation_row(name: str, items: Sequence[BBQItem], preds: Any) -> AblationRow:
+    """Pooled BBQ metrics of ``preds`` (answer indices) on ``items``, as one table row."""
     p = bbq_metrics(items, preds).pooled
 
     def f(x: float | None) -> float:
@@ -278,9 +280,9 @@ def ablation_effect(
         kw = {"mode": scoring, "prompt_format": prompt_format, "batch_size": batch_size}
         return score_items(model, items, **kw).predictions  # type: ignore[arg-type]
 
-    base = _row("none", items, run())
+    base = ablation_row("none", items, run())
     rows = []
     for name, factory in tqdm(ablations.items(), desc="ablations", disable=not progress):
         with factory():
-            rows.append(_row(name, items, run()))
+            rows.append(ablation_row(name, items, run()))
     return AblationEffect(base, tuple(rows), len(items))

@@ -193,9 +193,7 @@ def last_token_logits(model: Model, batch: Batch) -> Float[Tensor, "batch d_voca
                 attention_mask=batch.attention_mask,
                 stop_at_layer=model.cfg.n_layers,
             )
-        logits = model.unembed(model.ln_final(resid[rows, batch.last_index][:, None]))[:, 0]
-        cap = float(getattr(model.cfg, "output_logits_soft_cap", -1.0))
-        return torch.tanh(logits / cap) * cap if cap > 0 else logits
+        return _tl_final_logits(model, resid[rows, batch.last_index])
     family = family_of(model)
     with _running(batch):
         hidden = family.decoder(model)(
@@ -205,6 +203,42 @@ def last_token_logits(model: Model, batch: Batch) -> Float[Tensor, "batch d_voca
             use_cache=False,
         ).last_hidden_state
     return family.final_logits(model, hidden[rows, batch.last_index])
+
+
+def resid_entering(model: Model, batch: Batch, layer: int) -> Float[Tensor, "batch pos d_model"]:
+    """The residual stream entering block ``layer`` of a ``HookedTransformer`` (before its
+    ``hook_resid_pre``), for :func:`last_token_logits_from` to continue from."""
+    check_context(model, batch)
+    batch = batch.to(model_device(model))
+    with _running(batch):
+        return model(batch.input_ids, attention_mask=batch.attention_mask, stop_at_layer=layer)
+
+
+def last_token_logits_from(
+    model: Model, batch: Batch, resid: Float[Tensor, "batch pos d_model"], layer: int
+) -> Float[Tensor, "batch d_vocab"]:
+    """:func:`last_token_logits` continued from the residual stream entering block ``layer``
+    (from :func:`resid_entering` on the same batch): only blocks ``layer..n-1`` run, and every
+    hook at or above ``layer`` fires as in a whole forward pass."""
+    device = model_device(model)
+    batch = batch.to(device)
+    rows = torch.arange(batch.input_ids.shape[0], device=device)
+    with _running(batch):
+        out = model(
+            resid.to(device),
+            start_at_layer=layer,
+            attention_mask=batch.attention_mask,
+            stop_at_layer=model.cfg.n_layers,
+        )
+    return _tl_final_logits(model, out[rows, batch.last_index])
+
+
+def _tl_final_logits(model: Any, last: Float[Tensor, "batch d_model"]) -> Tensor:
+    """A ``HookedTransformer``'s logits from the final residual of one position per row (final
+    norm, unembedding and, where the model has one, the logit soft cap)."""
+    logits = model.unembed(model.ln_final(last[:, None]))[:, 0]
+    cap = float(getattr(model.cfg, "output_logits_soft_cap", -1.0))
+    return torch.tanh(logits / cap) * cap if cap > 0 else logits
 
 
 def model_device(model: Model) -> torch.device:
