@@ -104,6 +104,8 @@ class LayerCache:
         tok = resolve_tokenizer(model)
         self._letters = torch.tensor(letter_token_ids(tok))
         ids = encode(tok, build_prompts(self.items, prompt_format, tok, shots))
+        self.sequences: list[list[int]] = ids
+        """Token ids of each item's prompt (e.g. for :func:`~fairlens.analysis.mean_activation`)."""
         self._chunks: list[tuple[list[int], Batch]] = [
             (
                 rows,

@@ -215,7 +215,7 @@ def resid_entering(model: Model, batch: Batch, layer: int) -> Float[Tensor, "bat
 
 
 def last_token_logits_from(
-    model: Model, batch: Batch, resid: Float[Tensor, "batch pos d_model"], layer: int
+    model: Any, batch: Batch, resid: Float[Tensor, "batch pos d_model"], layer: int
 ) -> Float[Tensor, "batch d_vocab"]:
     """:func:`last_token_logits` continued from the residual stream entering block ``layer``
     (from :func:`resid_entering` on the same batch): only blocks ``layer..n-1`` run, and every

@@ -26,6 +26,7 @@ STAGES = [
     "evaluate",
     "analysis",
     "plots",
+    "widgets",
     "apps",
 ]
 TOP = len(STAGES) + 1
