@@ -17,10 +17,11 @@ from typing import TYPE_CHECKING, Any
 _EXPORTS: dict[str, str] = {
     "AblationExplorer": "ablation",
     "SeparabilityExplorer": "separability",
+    "SteeringExplorer": "steering",
     "TokenExplorer": "tokens",
 }
 
-__all__ = ["AblationExplorer", "SeparabilityExplorer", "TokenExplorer"]
+__all__ = ["AblationExplorer", "SeparabilityExplorer", "SteeringExplorer", "TokenExplorer"]
 
 
 def __getattr__(name: str) -> Any:
@@ -39,4 +40,5 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:
     from fairlens.widgets.ablation import AblationExplorer
     from fairlens.widgets.separability import SeparabilityExplorer
+    from fairlens.widgets.steering import SteeringExplorer
     from fairlens.widgets.tokens import TokenExplorer

@@ -11,6 +11,7 @@ import torch
 
 from fairlens.activations.extraction import Activations
 from fairlens.analysis import LayerCache, zero_ablation
+from fairlens.backend import count_hooks
 from fairlens.errors import ConfigError
 from fairlens.steer.steerer import Steerer, SteeringConfig
 from fairlens.widgets import AblationExplorer, SeparabilityExplorer, TokenExplorer
@@ -137,3 +138,58 @@ def test_widgets_outside_jupyter_and_without_ipywidgets(tiny, wide_items, monkey
     monkeypatch.setitem(sys.modules, "ipywidgets", None)
     with pytest.raises(ConfigError, match="fairlens\\[widgets\\]"):
         AblationExplorer(hooked, wide_items[:4])
+
+
+class _Source:
+    """A direction source: one random vector and probe per layer (fixed seeds)."""
+
+    def __init__(self, model):
+        self.d = model.cfg.d_model
+
+    def steerer(self, *, mode="dynamic", alpha=None, tau=None, positions=None, layer=None):
+        g = torch.Generator().manual_seed(layer)
+        vector, coef = torch.randn(self.d, generator=g) * 5, torch.randn(self.d, generator=g) * 0.1
+        cfg = SteeringConfig(mode=mode, alpha=alpha or 1.0, tau=0.5 if tau is None else tau)
+        return Steerer(f"blocks.{layer}.hook_resid_post", vector, coef, 0.0, cfg)
+
+
+@pytest.mark.parametrize("path", ["hooked", "hf"])
+def test_steering_explorer_grid_equals_the_steering_sweep(tiny, path):
+    from fairlens.analysis import steering_sweep
+    from fairlens.widgets import SteeringExplorer
+
+    hooked, hf, tok = tiny
+    model = hooked if path == "hooked" else hf
+    items = synthetic_items(n_templates=2, per_template=6)
+    source = _Source(hooked)
+    ex = SteeringExplorer(
+        model, items, {"random": source}, layers=[0, 2], alphas=[0.5, 2.0], tokenizer=tok
+    )
+    assert np.all(np.isnan(np.array(ex.figure.data[0].z, dtype=float)))  # nothing computed yet
+    ex.fill_button.click()
+    assert ex.last_error is None and "4/4 cells" in ex.figure.layout.title.text
+    sweep = steering_sweep(hooked, items, source, layers=[0, 2], alphas=[0.5, 2.0], taus=[0.3])
+    for mode in ("static", "dynamic"):
+        ex.mode.value = mode
+        ex.tau.value = 0.3
+        for metric in ("acc_ambig", "acc_disambig", "gate_rate"):
+            ex.metric.value = metric
+            got = np.array(ex.figure.data[0].z, dtype=float)
+            np.testing.assert_allclose(got, sweep.grid(metric, mode, tau=0.3), equal_nan=True)
+    # a click on a cell opens its per-item table (changed answers first)
+    assert ex.select(2, 2.0), ex.last_error
+    assert ex.selected == (2, 2.0)
+    assert "layer 2, alpha 2.0" in ex.table.value and ex.table.value.count("<tr>") == len(items) + 1
+    assert not ex.select(1, 2.0) and "no grid cell" in ex.last_error
+    assert count_hooks(hooked) + count_hooks(hf) == 0
+
+
+def test_steering_explorer_refuses_an_empty_grid(tiny):
+    from fairlens.widgets import SteeringExplorer
+
+    hooked, _, _ = tiny
+    items = synthetic_items(n_templates=1, per_template=2)
+    with pytest.raises(ConfigError, match="direction source"):
+        SteeringExplorer(hooked, items, {}, layers=[0])
+    with pytest.raises(ConfigError, match="one layer"):
+        SteeringExplorer(hooked, items, {"r": _Source(hooked)}, layers=[])
