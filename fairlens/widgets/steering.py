@@ -105,7 +105,8 @@ class SteeringExplorer(Explorer):
         for control in (self.source, self.mode, self.tau, self.metric):
             control.observe(lambda _c: self.redraw(), "value")
         self.fill_button.on_click(lambda _b: self.fill())
-        self.figure.data[0].on_click(self._clicked)
+        heatmap: Any = self.figure.data[0]
+        heatmap.on_click(self._clicked)
         self.widget = w.VBox([
             w.HBox([self.source, self.metric, self.fill_button]), w.HBox([self.mode, self.tau]),
             self.status, self.figure, self.table,
