@@ -32,7 +32,7 @@ from fairlens.backend.batching import (
     resid_entering,
     resolve_tokenizer,
 )
-from fairlens.backend.hooks import is_hooked
+from fairlens.backend.hooks import add_hooks, is_hooked
 from fairlens.data import BBQItem
 from fairlens.data.prompts import PromptFormat
 from fairlens.errors import ConfigError
@@ -74,8 +74,10 @@ class LayerCache:
         prompt_format: Prompt format of the items.
         shots: Few-shot examples for ``prompt_format="few_shot"``.
         batch_size: Items per forward pass.
-        max_layers: How many layers' residual streams are kept (least recently used dropped);
-            each costs ``n_tokens x d_model`` floats (about 30 MB for 100 items on SmolLM2).
+        max_bytes: Memory for cached residual streams. Each layer costs ``n_tokens x d_model``
+            floats (about 30 MB for 100 BBQ items on SmolLM2); when every layer fits, all are
+            captured during the unhooked pass (no later update pays for a prefix), else layers
+            are cached on first use and the least recently used dropped.
     """
 
     def __init__(
@@ -86,7 +88,7 @@ class LayerCache:
         prompt_format: PromptFormat = "zero_shot",
         shots: Sequence[BBQItem] | None = None,
         batch_size: int = 16,
-        max_layers: int = 4,
+        max_bytes: int = 2 * 2**30,
     ) -> None:
         if not is_hooked(model):
             raise ConfigError(
@@ -95,12 +97,11 @@ class LayerCache:
             )
         if not items:
             raise ConfigError("LayerCache needs at least one BBQ item.", "pass a non-empty list.")
-        if max_layers < 1:
-            raise ConfigError(f"max_layers must be >= 1, got {max_layers}.")
+        if max_bytes < 0:
+            raise ConfigError(f"max_bytes must be >= 0, got {max_bytes}.")
         self.model = model
         self.items = list(items)
         self.n_layers = int(model.cfg.n_layers)
-        self.max_layers = max_layers
         tok = resolve_tokenizer(model)
         self._letters = torch.tensor(letter_token_ids(tok))
         ids = encode(tok, build_prompts(self.items, prompt_format, tok, shots))
@@ -117,6 +118,9 @@ class LayerCache:
         ]
         self._resid: OrderedDict[int, list[Tensor]] = OrderedDict()
         self._base: Tensor | None = None
+        per_layer = sum(b.input_ids.numel() for _, b in self._chunks) * int(model.cfg.d_model) * 4
+        self.max_layers = max(1, max_bytes // max(per_layer, 1))
+        """How many layers' residual streams are held at once."""
 
     @property
     def cached_layers(self) -> tuple[int, ...]:
@@ -154,14 +158,15 @@ class LayerCache:
         ``intervention`` (a zero-argument factory of a context manager that adds hooks and
         removes them on exit, e.g. ``lambda: zero_ablation(model, hook)``), or unhooked."""
         picked = self._rows(rows)
+        base = self._base_logits()  # first: it may capture every layer's input, unhooked
         if intervention is None:
-            return self._base_logits()[picked]
+            return base[picked]
         where = {r: i for i, r in enumerate(picked)}
         out = torch.empty(len(picked), 3)
         with intervention(), torch.no_grad():
             layer = first_hooked_layer(self.model)
             if layer is None:  # the intervention added no hook: it is the unhooked model
-                return self._base_logits()[picked]
+                return base[picked]
             resid = self._resid_in(layer)
             for (chunk_rows, batch), h in zip(self._chunks, resid, strict=True):
                 local = [i for i, r in enumerate(chunk_rows) if r in where]
@@ -176,10 +181,19 @@ class LayerCache:
     def _base_logits(self) -> Tensor:
         if self._base is None:
             base = torch.empty(len(self.items), 3)
-            with torch.no_grad():
+            every = self.max_layers >= self.n_layers  # capture each block's input on the way
+            captured: dict[int, list[Tensor]] = {layer: [] for layer in range(self.n_layers)}
+            hooks = [
+                (f"blocks.{layer}.hook_resid_pre", _keep(captured[layer]))
+                for layer in range(self.n_layers)
+            ]
+            with add_hooks(self.model, hooks if every else []), torch.no_grad():
                 for chunk_rows, batch in self._chunks:
                     logits = last_token_logits(self.model, batch)
                     base[chunk_rows] = logits[:, self._letters.to(logits.device)].float().cpu()
+            if every:
+                for layer in range(self.n_layers):
+                    self._resid[layer] = captured[layer]
             self._base = base
         return self._base
 
@@ -196,6 +210,13 @@ class LayerCache:
             for name, factory in ablations.items()
         ]
         return AblationEffect(base, tuple(out), len(items))
+
+
+def _keep(store: list[Tensor]) -> Callable[[Tensor], None]:
+    def fn(act: Tensor) -> None:
+        store.append(act.detach().clone())
+
+    return fn
 
 
 def _subset(batch: Batch, local: list[int]) -> Batch:

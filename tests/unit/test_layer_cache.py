@@ -23,7 +23,7 @@ def _whole(model, items, factory=None):
 def test_interventions_from_the_cache_equal_whole_forward_passes(tiny):
     hooked, _, _ = tiny
     items = synthetic_items(n_templates=2, per_template=5)
-    cache = LayerCache(hooked, items, batch_size=4, max_layers=2)
+    cache = LayerCache(hooked, items, batch_size=4, max_bytes=1)  # one layer held at a time
     torch.manual_seed(0)
     u = torch.randn(hooked.cfg.d_model)
     mean = torch.randn(hooked.cfg.d_head)
@@ -44,8 +44,13 @@ def test_interventions_from_the_cache_equal_whole_forward_passes(tiny):
     torch.testing.assert_close(
         cache.letter_logits(factory, rows), _whole(hooked, sub, factory), atol=1e-4, rtol=1e-4
     )
-    assert len(cache.cached_layers) <= 2  # least recently used layers dropped
-    assert cache.cached_layers[-1] == 1
+    assert cache.cached_layers == (1,)  # the least recently used layers dropped
+    every = LayerCache(hooked, items, batch_size=4)  # all layers fit: captured by the base pass
+    every.letter_logits()
+    assert every.cached_layers == tuple(range(hooked.cfg.n_layers))
+    for factory in cases.values():
+        got = every.letter_logits(factory)
+        torch.testing.assert_close(got, _whole(hooked, items, factory), atol=1e-4, rtol=1e-4)
 
 
 def test_cached_effect_equals_ablation_effect_rows(tiny):
