@@ -67,8 +67,8 @@ figures: setup
 	$(BIN)/fairlens figures --name smollm2-demo --figures-dir figures --threads $${FAIRLENS_THREADS:-2}
 
 lint: setup
-	$(BIN)/ruff check fairlens tests benchmarks
-	$(BIN)/ruff format --check fairlens tests benchmarks
+	$(BIN)/ruff check fairlens tests benchmarks .ci
+	$(BIN)/ruff format --check fairlens tests benchmarks .ci
 
 typecheck: setup
 	$(BIN)/pyright fairlens
@@ -80,13 +80,15 @@ unit: setup
 integration: setup
 	$(BIN)/pytest tests/integration -q
 
-# Execute every notebook headless, in memory (committed notebooks carry no outputs)
+# Execute every notebook headless; the executed copies (with outputs) go to docs/notebooks/ for the
+# docs site (the committed notebooks carry no outputs)
 notebooks: setup
-	cd notebooks && ../$(BIN)/python -c "import sys, nbformat; from nbclient import NotebookClient as C; \
-	[print(f, flush=True) or C(nbformat.read(f, 4), timeout=600, kernel_name='python3').execute() for f in sys.argv[1:]]" *.ipynb
+	$(BIN)/python .ci/notebooks.py
 
-docs: setup
+# The docs site, with the executed notebooks rendered; then a check that their figures are on the pages
+docs: notebooks
 	$(BIN)/mkdocs build --strict --site-dir site
+	$(BIN)/python .ci/check_docs.py site
 
 # Test job: lint, type check, unit and integration tests (jaxtyping shapes and beartype types
 # checked at runtime: tests/conftest.py), notebooks, docs
@@ -94,7 +96,7 @@ test: lint typecheck
 	$(BIN)/pytest tests -q
 	# the ill_typed tests again without runtime type checks: fairlens' own errors for wrong types
 	FAIRLENS_TYPECHECK=0 $(BIN)/pytest tests -q -m ill_typed
-	$(MAKE) notebooks docs
+	$(MAKE) docs
 
 clean:
 	rm -rf $(VENV) runs site .pytest_cache .ruff_cache

@@ -26,6 +26,7 @@ _EXPORTS: dict[str, str] = {
     "BBQItem": "fairlens.data",
     # scoring, metrics
     "score_items": "fairlens.scoring.letters",
+    "prompt_tokens": "fairlens.scoring.letters",
     "bbq_metrics": "fairlens.scoring.metrics",
     "probe_labels": "fairlens.scoring.metrics",
     # analysis
@@ -47,6 +48,10 @@ _EXPORTS: dict[str, str] = {
     "generate_greedy": "fairlens.backend.generation",
     "RunConfig": "fairlens.apps.run_config",
     "run_pipeline": "fairlens.apps.pipeline",
+    # the paper's figures for a run (what `fairlens figures` writes)
+    "FigureSizes": "fairlens.apps.figures",
+    "figures_for_run": "fairlens.apps.figures",
+    "write_figures": "fairlens.apps.figures",
 }
 
 __all__ = [
@@ -54,6 +59,7 @@ __all__ = [
     "BBQItem",
     "FairSteer",
     "FairSteerConfig",
+    "FigureSizes",
     "LinearProbe",
     "ModelInfo",
     "PanelConfig",
@@ -67,6 +73,7 @@ __all__ = [
     "evaluate",
     "evaluate_panel",
     "extract_activations",
+    "figures_for_run",
     "format_prompt",
     "generate_greedy",
     "get_model_info",
@@ -76,9 +83,11 @@ __all__ = [
     "load_model",
     "probe_labels",
     "probe_sweep",
+    "prompt_tokens",
     "run_pipeline",
     "score_items",
     "split_by_template",
+    "write_figures",
 ]
 
 
@@ -97,6 +106,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:
     from fairlens.activations.extraction import Activations, extract_activations
+    from fairlens.apps.figures import FigureSizes, figures_for_run, write_figures
     from fairlens.apps.pipeline import run_pipeline
     from fairlens.apps.run_config import RunConfig
     from fairlens.backend.generation import generate_greedy
@@ -111,6 +121,6 @@ if TYPE_CHECKING:
     from fairlens.fairsteer.config import FairSteerConfig
     from fairlens.fairsteer.estimator import FairSteer
     from fairlens.models import ModelInfo, get_model_info, load_hf, load_model
-    from fairlens.scoring.letters import score_items
+    from fairlens.scoring.letters import prompt_tokens, score_items
     from fairlens.scoring.metrics import bbq_metrics, probe_labels
     from fairlens.steer.steerer import Steerer, SteeringConfig

@@ -83,6 +83,25 @@ class Activations:
             )
         return self.acts[:, self.hook_names.index(hook)]
 
+    def of_kind(self, kind: str) -> Activations:
+        """The hooks of one kind (``"resid_post"``, ``"mlp_out"``...), in layer order: e.g. one
+        probe sweep or PCA grid per kind from a pass that extracted several."""
+        keep = [i for i, h in enumerate(self.hook_names) if parse_hook_name(h)[0] == kind]
+        if not keep:
+            kinds = sorted({parse_hook_name(h)[0] for h in self.hook_names})
+            raise ConfigError(
+                f"no {kind!r} hooks were extracted.", f"extracted kinds: {', '.join(kinds)}."
+            )
+        keep.sort(key=lambda i: parse_hook_name(self.hook_names[i])[1])
+        return Activations(
+            self.acts[:, keep],
+            tuple(self.hook_names[i] for i in keep),
+            self.uids,
+            self.labels,
+            self.position,
+            dict(self.meta),
+        )
+
     def with_labels(
         self, labels: Int[Tensor, " n"], keep: Sequence[int] | None = None
     ) -> Activations:

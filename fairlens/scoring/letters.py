@@ -101,6 +101,20 @@ def build_prompts(
     ]
 
 
+def prompt_tokens(
+    model: Model,
+    items: Sequence[BBQItem],
+    prompt_format: PromptFormat = "zero_shot",
+    *,
+    shots: Sequence[BBQItem] | None = None,
+    tokenizer: Tokenizer | None = None,
+) -> list[list[int]]:
+    """Token ids of each item's prompt, exactly as :func:`score_items` feeds them to ``model``
+    (with the special tokens its tokenizer adds): what :func:`fairlens.extract_activations` reads."""
+    tok = resolve_tokenizer(model, tokenizer)
+    return encode(tok, build_prompts(items, prompt_format, tok, shots))
+
+
 def _score_letter(
     model: Model,
     prompt_ids: list[list[int]],

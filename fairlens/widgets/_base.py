@@ -4,6 +4,7 @@ mistakes are reported (never a traceback), timing of each update, and display on
 from __future__ import annotations
 
 import html
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -32,6 +33,18 @@ def in_jupyter() -> bool:
         return False
     shell = get_ipython()
     return shell is not None and getattr(shell, "kernel", None) is not None
+
+
+def json_safe(values: Any) -> Any:
+    """Nested lists / arrays with NaN and infinities as ``None`` (a widget's comm messages must be
+    strict JSON; plotly draws ``None`` as a gap)."""
+    if hasattr(values, "tolist"):
+        values = values.tolist()
+    if isinstance(values, (list, tuple)):
+        return [json_safe(v) for v in values]
+    if isinstance(values, float) and not math.isfinite(values):
+        return None
+    return values
 
 
 class Explorer:

@@ -25,7 +25,7 @@ from fairlens.data.prompts import PromptFormat
 from fairlens.directions.core import Directions
 from fairlens.errors import ConfigError
 from fairlens.model_types import Model
-from fairlens.widgets._base import Explorer
+from fairlens.widgets._base import Explorer, json_safe
 
 __all__ = ["AblationExplorer", "item_subset"]
 
@@ -188,8 +188,10 @@ class AblationExplorer(Explorer):
         effect = self.cache.effect({label: factory}, rows)
         deltas = effect.deltas()[label]
         with self.figure.batch_update():
-            self.figure.data[0].y = [deltas[key] * scale for key, _, scale in _METRICS]
+            self.figure.data[0].y = json_safe([deltas[key] * scale for key, _, scale in _METRICS])
             self.figure.layout.title = f"{label}: effect vs unablated (n={effect.n_items})"
         self.table.value = f"<pre>{html.escape(effect.table())}</pre>"
         self.effect = effect
-        return f"n={effect.n_items}, layers cached: {list(self.cache.cached_layers)}"
+        return (
+            f"n={effect.n_items}; {len(self.cache.cached_layers)} layers' residual streams cached"
+        )

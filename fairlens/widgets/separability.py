@@ -20,7 +20,7 @@ from fairlens.backend.hook_points import hook_name, parse_hook_name
 from fairlens.data import BBQItem
 from fairlens.errors import ConfigError
 from fairlens.plots._common import item_hover
-from fairlens.widgets._base import Explorer
+from fairlens.widgets._base import Explorer, json_safe
 
 __all__ = ["SeparabilityExplorer", "colour_groups"]
 
@@ -80,9 +80,13 @@ class SeparabilityExplorer(Explorer):
             self._layers.setdefault(kind, []).append(layer)
         self.sweep = sweep if sweep is not None else hook_type_sweep(acts, groups=groups)
         kinds = list(self._layers)
-        self.kind = w.Dropdown(options=kinds, value=kinds[0], description="hook")
-        first = self._layers[kinds[0]]
-        self.layer = w.SelectionSlider(options=first, value=first[-1], description="layer")
+        best_kind, best_layer = self.sweep.best()  # start at the most separable hook
+        if best_kind not in self._layers or best_layer not in self._layers[best_kind]:
+            best_kind, best_layer = kinds[0], self._layers[kinds[0]][-1]
+        self.kind = w.Dropdown(options=kinds, value=best_kind, description="hook")
+        self.layer = w.SelectionSlider(
+            options=self._layers[best_kind], value=best_layer, description="layer"
+        )
         colours = list(COLOUR_BY) if acts.labels is not None else list(COLOUR_BY[1:])
         self.colour = w.Dropdown(options=colours, value=colours[0], description="colour")
         self.scatter = go.FigureWidget(layout={"height": 420, "title": "PCA"})
@@ -130,9 +134,11 @@ class SeparabilityExplorer(Explorer):
             self.curve.data = ()
             if k is not None:
                 acc = self.sweep.accuracy[k]
-                self.curve.add_scatter(x=list(self.sweep.layers), y=acc, name=f"{kind} val acc")
                 self.curve.add_scatter(
-                    x=list(self.sweep.layers), y=self.sweep.cv_mean[k], name="CV mean",
+                    x=list(self.sweep.layers), y=json_safe(acc), name=f"{kind} val acc"
+                )
+                self.curve.add_scatter(
+                    x=list(self.sweep.layers), y=json_safe(self.sweep.cv_mean[k]), name="CV mean",
                     line={"dash": "dot"},
                 )  # fmt: skip
                 self.curve.layout.shapes = [

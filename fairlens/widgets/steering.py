@@ -32,7 +32,7 @@ from fairlens.scoring.metrics import bbq_metrics
 from fairlens.scoring.prefix_cache import make_scorer
 from fairlens.steer.fitted import SteererSource
 from fairlens.steer.steerer import Steerer
-from fairlens.widgets._base import Explorer
+from fairlens.widgets._base import Explorer, json_safe
 
 __all__ = ["SteeringExplorer"]
 
@@ -97,7 +97,7 @@ class SteeringExplorer(Explorer):
         self.metric = w.Dropdown(options=list(METRICS), value="acc_ambig", description="metric")
         self.fill_button = w.Button(description="fill the grid")
         self.figure = go.FigureWidget(
-            data=[go.Heatmap(z=self._grid(), x=[str(a) for a in self.alphas], y=self.layers,
+            data=[go.Heatmap(z=json_safe(self._grid()), x=[str(a) for a in self.alphas], y=self.layers,
                              colorscale="Viridis", hoverongaps=False)],
             layout={"height": 380, "xaxis_title": "alpha", "yaxis_title": "layer"},
         )  # fmt: skip
@@ -152,7 +152,7 @@ class SteeringExplorer(Explorer):
         return self.guarded("redraw", self._redraw)
 
     def _redraw(self) -> str | None:
-        self.figure.data[0].z = self._grid()
+        self.figure.data[0].z = json_safe(self._grid())
         done = sum(k[0] == self.source.value for k in self.static)
         self.figure.layout.title = (
             f"{self.metric.value}: {self.source.value}, {self.mode.value}"

@@ -13,7 +13,7 @@ from fairlens.errors import ConfigError
 from fairlens.model_types import Model
 from fairlens.plots.tokens import token_figure
 from fairlens.steer.steerer import Steerer
-from fairlens.widgets._base import Explorer
+from fairlens.widgets._base import Explorer, json_safe
 
 __all__ = ["TokenExplorer"]
 
@@ -54,7 +54,12 @@ class TokenExplorer(Explorer):
         fig = token_figure(view)
         with self.figure.batch_update():
             self.figure.data = ()
-            self.figure.add_traces(list(fig.data))
+            traces: list[Any] = list(fig.data)
+            for trace in traces:
+                for key in ("z", "x", "y"):
+                    if getattr(trace, key, None) is not None:
+                        trace[key] = json_safe(trace[key])
+            self.figure.add_traces(traces)
             self.figure.layout = fig.layout
         self.view = view
         steered = int(view.gated.sum())

@@ -84,3 +84,20 @@ def test_hf_lean_extraction_equals_tl(tiny):
 
 def _hf_hook_count(model) -> int:
     return count_hooks(model)
+
+
+def test_prompt_tokens_and_one_kind_of_a_multi_kind_pass(tiny):
+    import fairlens as fl
+    from tests.conftest import synthetic_items
+
+    hooked, hf, tok = tiny
+    items = synthetic_items(n_templates=1, per_template=2)
+    seqs = fl.prompt_tokens(hooked, items)
+    assert seqs == fl.prompt_tokens(hf, items, tokenizer=tok)
+    assert seqs[0] == tok(fl.format_prompt(items[0], "zero_shot"))["input_ids"]
+    acts = extract_activations(hooked, seqs, hooks=["mlp_out", "resid_post"], layers=[2, 0])
+    post = acts.of_kind("resid_post")
+    assert post.hook_names == ("blocks.0.hook_resid_post", "blocks.2.hook_resid_post")
+    torch.testing.assert_close(post.acts[:, 1], acts.at("blocks.2.hook_resid_post"))
+    with pytest.raises(ConfigError, match="extracted kinds: mlp_out, resid_post"):
+        acts.of_kind("attn_out")

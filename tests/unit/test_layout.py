@@ -129,3 +129,39 @@ def test_the_layering_check_can_fail(tmp_path):
     )
     assert {"fairlens.apps.cli", "fairlens.plots"} <= _imports(bad)
     assert _level("fairlens.apps.cli") > _level("fairlens.data.bbq") > _level("fairlens.errors")
+
+
+NOTEBOOK_MODULES = {
+    "fairlens",
+    "fairlens.analysis",
+    "fairlens.plots",
+    "fairlens.widgets",
+    "fairlens.data",
+    "fairlens.backend",
+}
+
+
+def test_notebooks_use_only_the_public_api():
+    """The notebooks import fairlens, its analysis / plots / widgets / data packages and the hook
+    API, never a module inside a stage (those may move; the public names stay)."""
+    import json
+
+    found: dict[str, set[str]] = {}
+    for nb in sorted((PACKAGE.parent / "notebooks").glob("*.ipynb")):
+        cells = json.loads(nb.read_text())["cells"]
+        source = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+        tree = ast.parse(
+            "\n".join(line for line in source.splitlines() if not line.startswith(("%", "!")))
+        )
+        for node in ast.walk(tree):
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
+            for name in names:
+                if name.startswith("fairlens") and name not in NOTEBOOK_MODULES:
+                    found.setdefault(nb.name, set()).add(name)
+    assert not found, f"notebooks import private modules: {found}"

@@ -1,0 +1,33 @@
+// Screenshots of the explorers in a real JupyterLab, headless Chromium (playwright-core).
+// usage: node shoot.js <lab-url-with-token> <notebook> <outdir> <name1,name2,...> [wait-text]
+const { chromium } = require('playwright-core');
+(async () => {
+  const [url, nb, outdir, names, waitText] = process.argv.slice(2);
+  const browser = await chromium.launch({
+    executablePath: '/usr/bin/chromium',
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+           '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+  const page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
+  page.setDefaultTimeout(900000);
+  await page.goto(`${url.replace(/\/lab.*$/, '')}/lab/tree/${nb}?${url.split('?')[1]}`);
+  await page.waitForSelector('.jp-Notebook', { timeout: 120000 });
+  await page.waitForTimeout(5000);
+  await page.click('.lm-MenuBar-itemLabel:text-is("Run")');
+  await page.click('.lm-Menu-itemLabel:text-is("Run All Cells")');
+  await page.waitForFunction(
+    (t) => document.body.innerText.includes(t), waitText || 'the gate fires on', { timeout: 900000 });
+  await page.waitForTimeout(4000);
+  const boxes = page.locator('.jp-OutputArea-output > .widget-vbox');
+  const n = await boxes.count();
+  const wanted = names.split(',');
+  console.log(`${n} explorer outputs`);
+  for (let i = 0; i < Math.min(n, wanted.length); i++) {
+    const box = boxes.nth(i);
+    await box.scrollIntoViewIfNeeded();
+    await page.waitForTimeout(1500);
+    await box.screenshot({ path: `${outdir}/${wanted[i]}.png` });
+    console.log(`wrote ${outdir}/${wanted[i]}.png`);
+  }
+  await browser.close();
+})().catch((e) => { console.error(e); process.exit(1); });
