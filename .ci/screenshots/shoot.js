@@ -1,5 +1,6 @@
 // Screenshots of the explorers in a real JupyterLab, headless Chromium (playwright-core).
-// usage: node shoot.js <lab-url-with-token> <notebook> <outdir> <name1,name2,...> [wait-text]
+// usage: node shoot.js <lab-url-with-token> <notebook> <outdir> <name1,name2,...> <wait-text>
+// (wait-text: a text the notebook's last explorer shows once every cell has run)
 const { chromium } = require('playwright-core');
 (async () => {
   const [url, nb, outdir, names, waitText] = process.argv.slice(2);
@@ -12,11 +13,19 @@ const { chromium } = require('playwright-core');
   page.setDefaultTimeout(900000);
   await page.goto(`${url.replace(/\/lab.*$/, '')}/lab/tree/${nb}?${url.split('?')[1]}`);
   await page.waitForSelector('.jp-Notebook', { timeout: 120000 });
-  await page.waitForTimeout(5000);
+  await page.waitForTimeout(8000);
+  // a kernel-choice dialog (a notebook opened before) would block the menu: accept it
+  const dialog = page.locator('.jp-Dialog .jp-mod-accept');
+  if (await dialog.count()) await dialog.first().click();
   await page.click('.lm-MenuBar-itemLabel:text-is("Run")');
   await page.click('.lm-Menu-itemLabel:text-is("Run All Cells")');
-  await page.waitForFunction(
-    (t) => document.body.innerText.includes(t), waitText || 'the gate fires on', { timeout: 900000 });
+  try {
+    await page.waitForFunction(
+      (t) => document.body.innerText.includes(t), waitText, { timeout: 900000 });
+  } catch (e) {
+    await page.screenshot({ path: `${outdir}/debug-${nb}.png` });
+    throw e;
+  }
   await page.waitForTimeout(4000);
   const boxes = page.locator('.jp-OutputArea-output > .widget-vbox');
   const n = await boxes.count();

@@ -10,15 +10,22 @@ cd "$(dirname "$0")/../.."
 : "${FAIRLENS_DATA_DIR:?set FAIRLENS_DATA_DIR to the data root (bbq/ inside)}"
 scratch=$(mktemp -d)
 cp notebooks/*.ipynb "$scratch/"
-mkdir -p "$scratch/settings/@jupyterlab/notebook-extension"
+mkdir -p "$scratch/settings/@jupyterlab/notebook-extension" "$scratch/settings/@jupyterlab/apputils-extension"
+# no "Jupyter news?" pop-up over the outputs
+echo '{"fetchNews": "false", "checkForUpdates": false}' > "$scratch/settings/@jupyterlab/apputils-extension/notification.jupyterlab-settings"
 # render every cell (no virtual scrolling), so that every output can be photographed
 echo '{"windowingMode": "none"}' > "$scratch/settings/@jupyterlab/notebook-extension/tracker.jupyterlab-settings"
 token=fairlens-screenshots
-JUPYTERLAB_SETTINGS_DIR="$scratch/settings" .venv/bin/jupyter lab --no-browser --port 8899 \
+root=$([ "$(id -u)" = 0 ] && echo --allow-root || true)
+JUPYTERLAB_SETTINGS_DIR="$scratch/settings" .venv/bin/jupyter lab --no-browser --port 8899 $root \
   --IdentityProvider.token=$token --ServerApp.root_dir="$scratch" >"$scratch/lab.log" 2>&1 &
 lab=$!
 trap 'kill $lab 2>/dev/null; rm -rf "$scratch"' EXIT
-sleep 15
+for _ in $(seq 120); do  # until the server answers
+  curl -sf "http://127.0.0.1:8899/api/status?token=$token" >/dev/null && break
+  kill -0 $lab 2>/dev/null || { cat "$scratch/lab.log"; exit 1; }
+  sleep 1
+done
 url="http://127.0.0.1:8899/lab?token=$token"
 export NODE_PATH="$PLAYWRIGHT_DIR/node_modules"
 node .ci/screenshots/shoot.js "$url" 02_steering_and_ablation.ipynb docs/images \

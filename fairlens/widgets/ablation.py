@@ -124,6 +124,15 @@ class AblationExplorer(Explorer):
         unknown = sorted(set(values) - set(controls))
         if unknown:
             return self._fail(f"unknown controls {unknown}; valid: {sorted(controls)}.")
+        method = values.get("method")
+        if isinstance(method, str) and method not in self.method.options:
+            if method.startswith("directional"):
+                return self._fail(
+                    f"no fitted direction {method.removeprefix('directional').strip(': ')!r} "
+                    "for directional ablation; pass directions={'dsv': fs.dsv_} (or any "
+                    "[d_model] vector) when creating the explorer."
+                )
+            return self._fail(f"unknown method {method!r}; valid: {list(self.method.options)}.")
         for key, value in values.items():
             low, high = getattr(controls[key], "min", None), getattr(controls[key], "max", None)
             if low is not None and not low <= value <= high:

@@ -80,9 +80,7 @@ class SeparabilityExplorer(Explorer):
             self._layers.setdefault(kind, []).append(layer)
         self.sweep = sweep if sweep is not None else hook_type_sweep(acts, groups=groups)
         kinds = list(self._layers)
-        best_kind, best_layer = self.sweep.best()  # start at the most separable hook
-        if best_kind not in self._layers or best_layer not in self._layers[best_kind]:
-            best_kind, best_layer = kinds[0], self._layers[kinds[0]][-1]
+        best_kind, best_layer = self._start(kinds)
         self.kind = w.Dropdown(options=kinds, value=best_kind, description="hook")
         self.layer = w.SelectionSlider(
             options=self._layers[best_kind], value=best_layer, description="layer"
@@ -98,6 +96,23 @@ class SeparabilityExplorer(Explorer):
             [w.HBox([self.kind, self.layer, self.colour]), self.status, self.scatter, self.curve]
         )
         self.update()
+
+    def _start(self, kinds: list[str]) -> tuple[str, int]:
+        """Where the explorer opens: FairSteer's hook kind (``resid_post``) when extracted, else
+        the first, at that kind's most separable layer by the sweep's validation accuracy (a
+        kind-wide best could be a degenerate hook, e.g. layer 0's ``resid_pre``: the same token
+        embedding for every prompt)."""
+        kind = "resid_post" if "resid_post" in kinds else kinds[0]
+        layers = self._layers[kind]
+        if kind in self.sweep.kinds:
+            row = self.sweep.accuracy[self.sweep.kinds.index(kind)]
+            scored = [
+                (row[self.sweep.layers.index(x)], -x) for x in layers if x in self.sweep.layers
+            ]
+            finite = [(a, x) for a, x in scored if np.isfinite(a)]
+            if finite:
+                return kind, -max(finite)[1]
+        return kind, layers[-1]
 
     def _on_kind(self) -> None:
         layers = self._layers[str(self.kind.value)]

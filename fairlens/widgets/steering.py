@@ -97,9 +97,10 @@ class SteeringExplorer(Explorer):
         self.metric = w.Dropdown(options=list(METRICS), value="acc_ambig", description="metric")
         self.fill_button = w.Button(description="fill the grid")
         self.figure = go.FigureWidget(
-            data=[go.Heatmap(z=json_safe(self._grid()), x=[str(a) for a in self.alphas], y=self.layers,
-                             colorscale="Viridis", hoverongaps=False)],
-            layout={"height": 380, "xaxis_title": "alpha", "yaxis_title": "layer"},
+            data=[go.Heatmap(z=json_safe(self._grid()), x=[str(a) for a in self.alphas],
+                             y=[str(x) for x in self.layers], colorscale="Viridis", hoverongaps=False)],
+            layout={"height": 380, "xaxis": {"title": "alpha", "type": "category"},
+                    "yaxis": {"title": "layer", "type": "category"}},
         )  # fmt: skip
         self.table = w.HTML(value="")
         for control in (self.source, self.mode, self.tau, self.metric):

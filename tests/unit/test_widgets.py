@@ -53,7 +53,11 @@ def test_ablation_explorer_reports_mistakes_in_its_status_line(tiny, wide_items)
     assert not ex.set(head=99)  # a head out of range
     assert "head" in ex.last_error and "error" in ex.status.value
     assert not ex.set(kind="resid_post", head=-1, method="directional: dsv")  # none fitted
-    assert "refused" in ex.last_error or "direction" in ex.last_error
+    assert "no fitted direction 'dsv'" in ex.last_error and "directions=" in ex.last_error
+    assert not ex.set(layer=hooked.cfg.n_layers)  # a layer out of range
+    assert f"layer {hooked.cfg.n_layers} is out of range" in ex.last_error
+    assert not ex.set(kind="resid_sideways")
+    assert "refused" in ex.last_error
     assert not ex.set(colour="red")
     assert "unknown controls" in ex.last_error
     with pytest.raises(ConfigError, match="empty"):
