@@ -22,7 +22,7 @@ from _common import load_models, parse_args, write
 from fairlens.analysis import LayerCache, ablation_effect, zero_ablation
 from fairlens.analysis.ablation import directional_ablation
 from fairlens.backend import encode
-from fairlens.data import load_bbq, resolve_data_dir
+from fairlens.data import load_bbq, resolve_data_dir, subsample
 from fairlens.scoring.letters import build_prompts, letter_token_ids
 from fairlens.scoring.prefix_cache import PrefixCache
 from fairlens.scoring.variant_scorer import FullPromptScorer
@@ -39,10 +39,8 @@ def main() -> None:
     hooked, hf, tok, desc = load_models(args.device)
     every = load_bbq(resolve_data_dir(None) / "bbq")
     n = 20 if args.quick else args.items
-    by_cat: dict[str, list] = {}
-    for it in every:
-        by_cat.setdefault(it.category, []).append(it)
-    items = [it for i in range(n) for cat in sorted(by_cat) for it in [by_cat[cat][i * 37]]][:n]
+    n_cats = len({it.category for it in every})
+    items = subsample(every, -(-n // n_cats), seed=0)[:n]  # balanced over categories and contexts
     n_layers = int(hooked.cfg.n_layers)
     u = torch.randn(hooked.cfg.d_model, generator=torch.Generator().manual_seed(0))
 
