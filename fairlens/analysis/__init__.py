@@ -6,8 +6,9 @@ results by :mod:`fairlens.plots`. Names are resolved lazily, so importing this p
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from fairlens.lazy import lazy_exports
 
 _EXPORTS: dict[str, str] = {
     "HeadSweep": "heads",
@@ -92,17 +93,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'fairlens.analysis' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"fairlens.analysis.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
 
 
 if TYPE_CHECKING:

@@ -11,8 +11,9 @@ Importing ``fairlens`` never imports ipywidgets; this package needs it and anywi
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from fairlens.lazy import lazy_exports
 
 _EXPORTS: dict[str, str] = {
     "AblationExplorer": "ablation",
@@ -24,17 +25,7 @@ _EXPORTS: dict[str, str] = {
 __all__ = ["AblationExplorer", "SeparabilityExplorer", "SteeringExplorer", "TokenExplorer"]
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'fairlens.widgets' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"fairlens.widgets.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
 
 
 if TYPE_CHECKING:
