@@ -11,7 +11,7 @@ const { chromium } = require('playwright-core');
   });
   const page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
   page.setDefaultTimeout(900000);
-  await page.goto(`${url.replace(/\/lab.*$/, '')}/lab/tree/${nb}?${url.split('?')[1]}`);
+  await page.goto(`${url.replace(/\/lab.*$/, '')}/lab/tree/${nb}?reset&${url.split('?')[1]}`);  // a fresh workspace: this notebook only
   await page.waitForSelector('.jp-Notebook', { timeout: 120000 });
   await page.waitForTimeout(8000);
   // a kernel-choice dialog (a notebook opened before) would block the menu: accept it
@@ -27,7 +27,7 @@ const { chromium } = require('playwright-core');
     throw e;
   }
   await page.waitForTimeout(4000);
-  const boxes = page.locator('.jp-OutputArea-output > .widget-vbox');
+  const boxes = page.locator('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-OutputArea-output > .widget-vbox');
   const n = await boxes.count();
   const wanted = names.split(',');
   console.log(`${n} explorer outputs`);
