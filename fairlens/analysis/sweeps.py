@@ -355,16 +355,7 @@ def _cached_sweep(plan: _SweepPlan) -> tuple[SteeringPoint, list[SteeringPoint],
         progress=progress, uids=[it.uid for it in items],
     )  # fmt: skip
     keys = list(statics)
-    edits = []
-    for key in keys:
-        st = statics[key]
-        scale = st.config.alpha if st.config.mode != "off" else 0.0
-        edits.append(
-            {
-                n: scale * v
-                for n, v in zip(st.hook_names, [st.vector, *(v for _, v in st.band)], strict=True)
-            }
-        )
+    edits = [statics[key].static_edit() for key in keys]
     logits = cache.logits(edits, progress=progress)
     static_preds = {key: logits[i].argmax(-1) for i, key in enumerate(keys)}
     base_preds = cache.base_predictions

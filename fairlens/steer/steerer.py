@@ -266,6 +266,14 @@ class Steerer:
         """Every hook this steerer adds to (the gated one first)."""
         return (self.hook_name, *(n for n, _ in self.band))
 
+    def static_edit(self) -> dict[str, Tensor]:
+        """What this steerer adds at a steered position, per hook: ``alpha * vector`` at the gated
+        hook and at each band hook (zeros when its mode is ``off``): the edit a variant scorer
+        applies at the last prompt position."""
+        scale = self.config.alpha if self.config.mode != "off" else 0.0
+        vectors = [self.vector, *(v for _, v in self.band)]
+        return {n: scale * v for n, v in zip(self.hook_names, vectors, strict=True)}
+
     def with_config(self, **changes: Any) -> Steerer:
         """A copy with some :class:`SteeringConfig` fields changed (same tensors)."""
         cfg = SteeringConfig(**{**self.config.to_dict(), **changes})

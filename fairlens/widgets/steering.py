@@ -124,9 +124,7 @@ class SteeringExplorer(Explorer):
                               f"layers: {self.layers}; alphas: {self.alphas}.")  # fmt: skip
         st = self._steerers[key]
         if key not in self.static:
-            vectors = [st.vector, *(v for _, v in st.band)]
-            edit = {n: st.config.alpha * v for n, v in zip(st.hook_names, vectors, strict=True)}
-            self.static[key] = self.scorer.logits([edit])[0].argmax(-1)
+            self.static[key] = self.scorer.logits([st.static_edit()])[0].argmax(-1)
         if self.mode.value == "static":
             return self.static[key], torch.ones(len(self.items), dtype=torch.bool)
         fired = st.p_unbiased(self.scorer.base_acts[st.hook_name]) < float(self.tau.value)
