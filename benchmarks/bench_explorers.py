@@ -21,9 +21,8 @@ from _common import load_models, parse_args, write
 
 from fairlens.analysis import LayerCache, ablation_effect, zero_ablation
 from fairlens.analysis.ablation import directional_ablation
-from fairlens.backend import encode
 from fairlens.data import load_bbq, resolve_data_dir, subsample
-from fairlens.scoring.letters import build_prompts, letter_token_ids
+from fairlens.scoring.letters import letter_token_ids, prompt_tokens
 from fairlens.scoring.prefix_cache import PrefixCache
 from fairlens.scoring.variant_scorer import FullPromptScorer
 
@@ -61,7 +60,7 @@ def main() -> None:
 
     layer = n_layers // 2
     hook = f"blocks.{layer}.hook_resid_post"
-    seqs = encode(tok, build_prompts(items, "zero_shot", tok, None))
+    seqs = prompt_tokens(hf, items, tokenizer=tok)
     letters = letter_token_ids(tok)
     prefix, prefix_s = _timed(
         lambda: PrefixCache(hf, seqs, read_ids=letters, tokenizer=tok, capture=[hook])

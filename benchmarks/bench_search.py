@@ -18,10 +18,9 @@ import time
 import torch
 from _common import parse_args, write
 
-from fairlens.backend import encode
 from fairlens.data import load_bbq, resolve_data_dir, subsample
 from fairlens.models import load_hf
-from fairlens.scoring.letters import build_prompts, letter_token_ids
+from fairlens.scoring.letters import letter_token_ids, prompt_tokens
 from fairlens.scoring.prefix_cache import PrefixCache
 from fairlens.scoring.variant_scorer import FullPromptScorer
 
@@ -38,7 +37,7 @@ def main() -> None:
     n_variants = 20 if args.quick else args.variants
     hf, tok, info = load_hf(args.model, device=args.device)
     items = subsample(load_bbq(resolve_data_dir(None) / "bbq"), -(-n_items // 11), seed=0)[:n_items]
-    seqs = encode(tok, build_prompts(items, "zero_shot", tok, None))
+    seqs = prompt_tokens(hf, items, tokenizer=tok)
     ids = letter_token_ids(tok)
     layers = list(range(info.n_layers))
     hooks = [f"blocks.{v}.hook_resid_post" for v in layers]

@@ -19,11 +19,11 @@ from typing import Any
 import numpy as np
 
 from fairlens.analysis.geometry import category_dsvs
-from fairlens.backend import encode, hook_name, resolve_tokenizer
+from fairlens.backend import hook_name, resolve_tokenizer
 from fairlens.data import BBQItem, PromptFormat
 from fairlens.errors import ConfigError
 from fairlens.model_types import Model, Tokenizer
-from fairlens.scoring.letters import build_prompts, letter_token_ids
+from fairlens.scoring.letters import letter_token_ids, prompt_tokens
 from fairlens.scoring.prefix_cache import make_scorer
 
 __all__ = ["EntanglementResult", "category_entanglement"]
@@ -107,7 +107,7 @@ def category_entanglement(
         raise ConfigError("no ambiguous eval items.", "include ambiguous BBQ items.")
     scorer = make_scorer(
         model,
-        encode(tok, build_prompts(eval_items, prompt_format, tok, None)),
+        prompt_tokens(model, eval_items, prompt_format, tokenizer=tok),
         read_ids=letter_token_ids(tok),
         capture=[hook],
         tokenizer=tok,

@@ -23,7 +23,6 @@ from torch import Tensor
 from fairlens.analysis.ablation import AblationEffect, ablation_row
 from fairlens.backend.batching import (
     Batch,
-    encode,
     last_token_logits,
     last_token_logits_from,
     length_sorted_chunks,
@@ -37,7 +36,7 @@ from fairlens.data import BBQItem
 from fairlens.data.prompts import PromptFormat
 from fairlens.errors import ConfigError
 from fairlens.model_types import Model
-from fairlens.scoring.letters import build_prompts, letter_token_ids
+from fairlens.scoring.letters import letter_token_ids, prompt_tokens
 
 __all__ = ["LayerCache", "first_hooked_layer"]
 
@@ -104,7 +103,7 @@ class LayerCache:
         self.n_layers = int(model.cfg.n_layers)
         tok = resolve_tokenizer(model)
         self._letters = torch.tensor(letter_token_ids(tok))
-        ids = encode(tok, build_prompts(self.items, prompt_format, tok, shots))
+        ids = prompt_tokens(model, self.items, prompt_format, shots=shots, tokenizer=tok)
         self.sequences: list[list[int]] = ids
         """Token ids of each item's prompt (e.g. for :func:`~fairlens.analysis.mean_activation`)."""
         self._chunks: list[tuple[list[int], Batch]] = [

@@ -335,8 +335,8 @@ def _check_templates(
 
 def _cached_sweep(plan: _SweepPlan) -> tuple[SteeringPoint, list[SteeringPoint], str]:
     """The sweep on a prefix cache: one static forward per (layer, alpha), dynamic composed."""
-    from fairlens.backend import encode, resolve_tokenizer
-    from fairlens.scoring.letters import build_prompts, letter_token_ids
+    from fairlens.backend import resolve_tokenizer
+    from fairlens.scoring.letters import letter_token_ids, prompt_tokens
     from fairlens.scoring.prefix_cache import PrefixCache
 
     model, items, source = plan.model, plan.items, plan.source
@@ -350,7 +350,7 @@ def _cached_sweep(plan: _SweepPlan) -> tuple[SteeringPoint, list[SteeringPoint],
     }
     hooks = sorted({s.hook_name for s in statics.values()})
     cache = PrefixCache(
-        model, encode(tok, build_prompts(items, plan.prompt_format, tok, None)),
+        model, prompt_tokens(model, items, plan.prompt_format, tokenizer=tok),
         read_ids=letter_token_ids(tok), capture=hooks, tokenizer=tok, batch_size=plan.batch_size,
         progress=progress, uids=[it.uid for it in items],
     )  # fmt: skip

@@ -97,11 +97,11 @@ def build_figures(
     import fairlens.analysis as an
     import fairlens.plots as plots
     from fairlens.activations.extraction import Activations, extract_activations
-    from fairlens.backend import encode, resolve_tokenizer
+    from fairlens.backend import resolve_tokenizer
     from fairlens.data import subsample
     from fairlens.detect.gates import gate_labels
     from fairlens.directions import pca_direction
-    from fairlens.scoring.letters import build_prompts
+    from fairlens.scoring.letters import prompt_tokens
 
     say = log or (lambda _m: None)
     if not hasattr(fs, "layer_"):
@@ -120,7 +120,7 @@ def build_figures(
         )
     groups = ["/".join(it.template_id) for it in kept]
     say(f"BAD labels of the fit: {int(y.sum())} unbiased / {int((y == 0).sum())} biased")
-    seqs = encode(tok, build_prompts(kept, fit.prompt_format, tok, fit.shots))
+    seqs = prompt_tokens(model, kept, fit.prompt_format, shots=fit.shots, tokenizer=tok)
     say("extracting activations (5 hook kinds + hook_z, all layers)")
     allacts = extract_activations(
         model, seqs, hooks=[*HOOK_KINDS_SWEPT, "z"], uids=[it.uid for it in kept],

@@ -108,11 +108,13 @@ def prompt_tokens(
     *,
     shots: Sequence[BBQItem] | None = None,
     tokenizer: Tokenizer | None = None,
+    instruction: str | None = None,
 ) -> list[list[int]]:
-    """Token ids of each item's prompt, exactly as :func:`score_items` feeds them to ``model``
-    (with the special tokens its tokenizer adds): what :func:`fairlens.extract_activations` reads."""
+    """Token ids of each item's prompt, as :func:`score_items` feeds them to ``model`` (with the
+    special tokens its tokenizer adds; ``instruction`` first, if given): what
+    :func:`fairlens.extract_activations` reads."""
     tok = resolve_tokenizer(model, tokenizer)
-    return encode(tok, build_prompts(items, prompt_format, tok, shots))
+    return encode(tok, build_prompts(items, prompt_format, tok, shots, instruction))
 
 
 def _score_letter(
@@ -220,7 +222,9 @@ def score_items(
     if len(items) == 0:
         raise ConfigError("No items to score.", "Check the data selection (categories, limits).")
     tok = resolve_tokenizer(model, tokenizer)
-    prompt_ids = encode(tok, build_prompts(items, prompt_format, tok, shots, instruction))
+    prompt_ids = prompt_tokens(
+        model, items, prompt_format, shots=shots, tokenizer=tok, instruction=instruction
+    )
     scores = SCORERS[mode](
         model,
         prompt_ids,

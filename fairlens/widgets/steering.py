@@ -22,12 +22,12 @@ import plotly.graph_objects as go
 import torch
 from torch import Tensor
 
-from fairlens.backend.batching import encode, resolve_tokenizer
+from fairlens.backend.batching import resolve_tokenizer
 from fairlens.data import BBQItem
 from fairlens.data.prompts import PromptFormat
 from fairlens.errors import ConfigError
 from fairlens.model_types import Model
-from fairlens.scoring.letters import build_prompts, letter_token_ids
+from fairlens.scoring.letters import letter_token_ids, prompt_tokens
 from fairlens.scoring.metrics import bbq_metrics
 from fairlens.scoring.prefix_cache import make_scorer
 from fairlens.steer.fitted import SteererSource
@@ -83,7 +83,7 @@ class SteeringExplorer(Explorer):
         }
         tok = resolve_tokenizer(model, tokenizer)
         self.scorer = make_scorer(
-            model, encode(tok, build_prompts(self.items, prompt_format, tok, None)),
+            model, prompt_tokens(model, self.items, prompt_format, tokenizer=tok),
             read_ids=letter_token_ids(tok), tokenizer=tok, batch_size=batch_size,
             capture=sorted({s.hook_name for s in self._steerers.values()}),
             uids=[it.uid for it in self.items],
