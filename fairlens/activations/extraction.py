@@ -35,6 +35,7 @@ from fairlens.backend import (
     parse_hook_name,
     resolve_hooks,
 )
+from fairlens.distributed import agree, merge_rows, shared, show, world
 from fairlens.errors import ConfigError
 from fairlens.model_types import Model
 
@@ -254,8 +255,10 @@ def extract_activations(
     out: Tensor | None = None
     chunks = list(length_sorted_chunks(lengths, batch_size))
     tokenizer = getattr(model, "tokenizer", None)
-    with _capturing(model, names, capture, stop), torch.no_grad():
-        for rows in tqdm(chunks, desc="extracting activations", disable=not progress, unit="batch"):
+    with _capturing(model, names, capture, stop), torch.no_grad(), shared(chunks) as mine:
+        for rows in tqdm(
+            mine, desc="extracting activations", disable=not show(progress), unit="batch"
+        ):
             batch = pad_sequences(
                 [sequences[r] for r in rows],
                 pad_token_id=pad_id(tokenizer),
@@ -272,6 +275,13 @@ def extract_activations(
             if out is None:
                 out = torch.empty((len(sequences), len(names), stacked.shape[-1]), dtype=dtype)
             out[torch.as_tensor(rows)] = stacked
-    assert out is not None
+    if out is None:  # this process ran no batch: the width comes from the others
+        widths = [w for w in agree(None) if w is not None]
+        if not widths:
+            raise ConfigError("extract_activations got no sequences.")
+        out = torch.empty((len(sequences), len(names), widths[0]), dtype=dtype)
+    elif world().active:
+        agree(out.shape[-1])
+    merge_rows(out, chunks)
     ids = tuple(uids) if uids is not None else tuple(f"row{i}" for i in range(len(sequences)))
     return Activations(out, tuple(names), ids, None, position, {"padding_side": padding_side})

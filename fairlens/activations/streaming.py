@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,11 +24,13 @@ from tqdm.auto import tqdm
 
 from fairlens.activations.extraction import extract_activations
 from fairlens.backend import resolve_hooks
+from fairlens.distributed import barrier, local, show, world
 from fairlens.errors import ArtifactError, ConfigError
 from fairlens.model_types import Model
 
 DATA = "acts.f16"
 PROGRESS = "progress.json"
+SHARDS = "shards"
 
 
 def _write_json(path: Path, payload: dict[str, Any]) -> None:
@@ -68,24 +71,100 @@ def extract_to_disk(
     n = len(sequences)
     n_chunks = (n + chunk_size - 1) // chunk_size
     settings = {"n": n, "hook_names": names, "chunk_size": chunk_size,
-                "read_index": None if read_index is None else list(read_index)}  # fmt: skip
-    progress_path = folder / PROGRESS
-    done: set[int] = set()
-    d: int | None = None
-    if progress_path.exists():
-        state = json.loads(progress_path.read_text())
-        if state["settings"] != settings:
-            raise ArtifactError(
-                f"{str(folder)!r} holds an extraction with other settings.",
-                "Use another out_dir, or delete it to start over.",
-            )
-        done, d = set(state["done"]), state["d"]
-    todo = [c for c in range(n_chunks) if c not in done]
+                "read_index": None if read_index is None else list(read_index),
+                "model": _identity(model)}  # fmt: skip
+    w, state = world(), _state(folder, settings)
+    if state is not None and state["complete"]:
+        return folder
+    if state is not None and w.active:
+        raise ArtifactError(
+            f"{str(folder)!r} holds an unfinished extraction of a one-process run.",
+            "Resume it with one process, or delete the folder to start over.",
+        )
+    if not w.active:
+        _refuse_other_layouts(folder / SHARDS, 1)
+        _extract_chunks(
+            model, sequences, folder, settings, range(n_chunks), read_index, batch_size, progress
+        )
+        return folder
+    # several processes: each extracts every size-th chunk into its own shard folder (resumable
+    # on its own), then the main process copies the shards' rows into acts.f16 in item order
+    shards = folder / SHARDS
+    mine = shards / f"rank{w.rank}-of-{w.size}"
+    if w.is_main:
+        _refuse_other_layouts(shards, w.size)
+    barrier()
+    with local():
+        _extract_chunks(
+            model, sequences, mine, settings, range(w.rank, n_chunks, w.size),
+            read_index, batch_size, show(progress),
+        )  # fmt: skip
+    barrier()
+    if w.is_main:
+        _merge_shards(folder, settings, n_chunks, w.size)
+    barrier()
+    return folder
+
+
+def _identity(model: Model) -> str | None:
+    """``name@weights_sha`` of a model loaded by fairlens (``None`` for a bare model)."""
+    info = getattr(model, "fairlens_info", None)
+    return None if info is None else f"{info.name}@{info.weights_sha}"
+
+
+def _state(folder: Path, settings: dict[str, Any]) -> dict[str, Any] | None:
+    """The progress record of ``folder`` if it holds this extraction (None if it holds none);
+    refuses one with other settings, naming the settings that differ."""
+    path = folder / PROGRESS
+    if not path.exists():
+        return None
+    state = json.loads(path.read_text())
+    theirs = state["settings"]
+    differ = sorted(k for k in settings.keys() | theirs.keys() if settings.get(k) != theirs.get(k))
+    if differ:
+        raise ArtifactError(
+            f"{str(folder)!r} holds an extraction with other settings ({', '.join(differ)} "
+            f"differ: {', '.join(f'{k}={theirs.get(k)!r}' for k in differ if k != 'read_index')}).",
+            "Use another out_dir, or delete it to start over.",
+        )
+    return state
+
+
+def _refuse_other_layouts(shards: Path, size: int) -> None:
+    if not shards.is_dir():
+        return
+    other = sorted(p.name for p in shards.iterdir() if not p.name.endswith(f"-of-{size}"))
+    if other:
+        raise ArtifactError(
+            f"{str(shards)!r} holds shards of a run with another number of processes "
+            f"({', '.join(other)}), not {size}.",
+            "Resume with the same number of processes, or delete the shards folder to start over.",
+        )
+
+
+def _extract_chunks(
+    model: Model,
+    sequences: Sequence[Sequence[int]],
+    folder: Path,
+    settings: dict[str, Any],
+    chunks: Sequence[int],
+    read_index: Sequence[int] | None,
+    batch_size: int,
+    progress: bool,
+) -> None:
+    """Extract ``chunks`` of ``sequences`` into ``folder`` (its acts.f16 has every row's slot;
+    the rows of other chunks stay unwritten), resuming after the chunks already done."""
+    folder.mkdir(parents=True, exist_ok=True)
+    names, n, size = settings["hook_names"], settings["n"], settings["chunk_size"]
+    state = _state(folder, settings)
+    done: set[int] = set(state["done"]) if state else set()
+    d: int | None = state["d"] if state else None
+    todo = [c for c in chunks if c not in done]
     data: np.memmap | None = None
     if d is not None:
         data = np.memmap(folder / DATA, dtype=np.float16, mode="r+", shape=(n, len(names), d))
     for chunk in tqdm(todo, desc="extracting to disk", disable=not progress, unit="chunk"):
-        lo, hi = chunk * chunk_size, min(n, (chunk + 1) * chunk_size)
+        lo, hi = chunk * size, min(n, (chunk + 1) * size)
         acts = extract_activations(
             model, sequences[lo:hi], hooks=names,
             read_index=None if read_index is None else read_index[lo:hi], batch_size=batch_size,
@@ -96,9 +175,35 @@ def extract_to_disk(
         data[lo:hi] = acts.to(torch.float16).numpy()
         data.flush()
         done.add(chunk)
-        _write_json(progress_path, {"settings": settings, "d": d, "done": sorted(done),
-                                    "complete": len(done) == n_chunks})  # fmt: skip
-    return folder
+        _write_json(folder / PROGRESS, {"settings": settings, "d": d, "done": sorted(done),
+                                        "complete": done >= set(chunks)})  # fmt: skip
+    if not todo and state is None:  # nothing to extract here: still record that it is finished
+        _write_json(folder / PROGRESS, {"settings": settings, "d": None, "done": [],
+                                        "complete": True})  # fmt: skip
+
+
+def _merge_shards(folder: Path, settings: dict[str, Any], n_chunks: int, size: int) -> None:
+    """Copy each chunk's rows from the shard that extracted it into ``folder``'s acts.f16."""
+    states = [_state(folder / SHARDS / f"rank{r}-of-{size}", settings) for r in range(size)]
+    widths = [s["d"] for s in states if s is not None and s["d"] is not None]
+    if not widths:
+        raise ArtifactError(f"no shard in {str(folder / SHARDS)!r} holds any activations.")
+    n, names, d = settings["n"], settings["hook_names"], widths[0]
+    out = np.memmap(folder / DATA, dtype=np.float16, mode="w+", shape=(n, len(names), d))
+    parts = [
+        np.memmap(folder / SHARDS / f"rank{r}-of-{size}" / DATA, dtype=np.float16, mode="r",
+                  shape=(n, len(names), d)) if s is not None and s["d"] is not None else None
+        for r, s in enumerate(states)
+    ]  # fmt: skip
+    for c in range(n_chunks):
+        part = parts[c % size]
+        assert part is not None  # the shard of a non-empty chunk has activations
+        lo, hi = c * settings["chunk_size"], min(n, (c + 1) * settings["chunk_size"])
+        out[lo:hi] = part[lo:hi]
+    out.flush()
+    _write_json(folder / PROGRESS, {"settings": settings, "d": d,
+                                    "done": list(range(n_chunks)), "complete": True})  # fmt: skip
+    shutil.rmtree(folder / SHARDS)
 
 
 def open_streamed(out_dir: str | Path) -> tuple[np.memmap, list[str]]:

@@ -32,6 +32,7 @@ from fairlens.backend import (
     pad_id,
     pad_sequences,
 )
+from fairlens.distributed import agree, merge_objects, shared, show
 from fairlens.errors import ConfigError
 from fairlens.model_types import Model, Tokenizer
 
@@ -167,37 +168,42 @@ def generate_greedy(
     gate_p: list[tuple[float, ...]] = [()] * len(ids)
     gate_fired: list[tuple[bool, ...]] = [()] * len(ids)
     chunks = list(length_sorted_chunks([len(x) for x in ids], batch_size))
-    for rows in tqdm(chunks, desc="generating", disable=not progress, unit="batch"):
-        out_ids: list[list[int]] = [[] for _ in rows]
-        out_lp: list[list[float]] = [[] for _ in rows]
-        out_gate: list[list[float]] = [[] for _ in rows]
-        out_fired: list[list[bool]] = [[] for _ in rows]
-        done = torch.zeros(len(rows), dtype=torch.bool)
+    with shared(chunks) as mine:
+        for rows in tqdm(mine, desc="generating", disable=not show(progress), unit="batch"):
+            out_ids: list[list[int]] = [[] for _ in rows]
+            out_lp: list[list[float]] = [[] for _ in rows]
+            out_gate: list[list[float]] = [[] for _ in rows]
+            out_fired: list[list[bool]] = [[] for _ in rows]
+            done = torch.zeros(len(rows), dtype=torch.bool)
 
-        with torch.no_grad():
-            logits, mask, pos, past = _prompt_pass(model, [ids[r] for r in rows], pad)
-            _record_gate(gate, done, out_fired, out_gate)
-            for step in range(max_new_tokens):
-                lp = logits.log_softmax(-1).cpu()
-                nxt = lp.argmax(-1)
-                for j in range(len(rows)):
-                    if not done[j]:
-                        out_ids[j].append(int(nxt[j]))
-                        out_lp[j].append(float(lp[j, nxt[j]]))
-                if eos is not None:
-                    done |= nxt == eos
-                if bool(done.all()) or step == max_new_tokens - 1:
-                    break
-                feed = torch.where(done, torch.full_like(nxt, eos if eos is not None else pad), nxt)
-                logits, mask, pos, past = _step(model, feed.to(mask.device), mask, pos, past)
+            with torch.no_grad():
+                logits, mask, pos, past = _prompt_pass(model, [ids[r] for r in rows], pad)
                 _record_gate(gate, done, out_fired, out_gate)
-        for j, r in enumerate(rows):
-            tokens[r] = tuple(out_ids[j])
-            logprobs[r] = tuple(out_lp[j])
-            gate_p[r] = tuple(out_gate[j])
-            gate_fired[r] = tuple(out_fired[j])
+                for step in range(max_new_tokens):
+                    lp = logits.log_softmax(-1).cpu()
+                    nxt = lp.argmax(-1)
+                    for j in range(len(rows)):
+                        if not done[j]:
+                            out_ids[j].append(int(nxt[j]))
+                            out_lp[j].append(float(lp[j, nxt[j]]))
+                    if eos is not None:
+                        done |= nxt == eos
+                    if bool(done.all()) or step == max_new_tokens - 1:
+                        break
+                    feed = torch.where(
+                        done, torch.full_like(nxt, eos if eos is not None else pad), nxt
+                    )
+                    logits, mask, pos, past = _step(model, feed.to(mask.device), mask, pos, past)
+                    _record_gate(gate, done, out_fired, out_gate)
+            for j, r in enumerate(rows):
+                tokens[r] = tuple(out_ids[j])
+                logprobs[r] = tuple(out_lp[j])
+                gate_p[r] = tuple(out_gate[j])
+                gate_fired[r] = tuple(out_fired[j])
+    for values in (tokens, logprobs, gate_p, gate_fired):
+        merge_objects(values, chunks)
     texts = tuple(str(tokenizer.decode(list(t), skip_special_tokens=True)) for t in tokens)
-    dynamic = gate is not None and bool(gate.history)
+    dynamic = gate is not None and any(agree(bool(gate.history)))
     return Generation(
         tuple(tokens),
         texts,
@@ -232,23 +238,26 @@ def continuation_logprobs(
     pad = pad_id(tokenizer)
     result: list[Tensor] = [torch.empty(0)] * len(ids)
     chunks = list(length_sorted_chunks([len(x) for x in ids], batch_size))
-    for rows in tqdm(chunks, desc="scoring continuations", disable=not progress, unit="batch"):
-        conts = [list(continuations[r]) for r in rows]
-        width = max((len(c) for c in conts), default=0)
-        scores = torch.zeros(len(rows), width)
-        if width:
-            forced = torch.full((len(rows), width), pad, dtype=torch.long)
-            for j, c in enumerate(conts):
-                forced[j, : len(c)] = torch.tensor(c, dtype=torch.long)
-            with torch.no_grad():
-                logits, mask, pos, past = _prompt_pass(model, [ids[r] for r in rows], pad)
-                for t in range(width):
-                    lp = logits.log_softmax(-1).cpu()
-                    scores[:, t] = lp.gather(-1, forced[:, t : t + 1]).squeeze(-1)
-                    if t < width - 1:
-                        logits, mask, pos, past = _step(
-                            model, forced[:, t].to(mask.device), mask, pos, past
-                        )
-        for j, r in enumerate(rows):
-            result[r] = scores[j, : len(conts[j])].clone()
-    return result
+    with shared(chunks) as mine:
+        for rows in tqdm(
+            mine, desc="scoring continuations", disable=not show(progress), unit="batch"
+        ):
+            conts = [list(continuations[r]) for r in rows]
+            width = max((len(c) for c in conts), default=0)
+            scores = torch.zeros(len(rows), width)
+            if width:
+                forced = torch.full((len(rows), width), pad, dtype=torch.long)
+                for j, c in enumerate(conts):
+                    forced[j, : len(c)] = torch.tensor(c, dtype=torch.long)
+                with torch.no_grad():
+                    logits, mask, pos, past = _prompt_pass(model, [ids[r] for r in rows], pad)
+                    for t in range(width):
+                        lp = logits.log_softmax(-1).cpu()
+                        scores[:, t] = lp.gather(-1, forced[:, t : t + 1]).squeeze(-1)
+                        if t < width - 1:
+                            logits, mask, pos, past = _step(
+                                model, forced[:, t].to(mask.device), mask, pos, past
+                            )
+            for j, r in enumerate(rows):
+                result[r] = scores[j, : len(conts[j])].clone()
+    return merge_objects(result, chunks)

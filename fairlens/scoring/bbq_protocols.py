@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from fairlens.backend import encode, forward_logits, length_sorted_chunks, pad_id, pad_sequences
 from fairlens.data import BBQItem
+from fairlens.distributed import merge_rows, shared, show
 from fairlens.model_types import Model, Tokenizer
 
 __all__ = ["BBQ_PROTOCOLS", "LM_EVAL_UNKNOWN", "lm_eval_choices", "lm_eval_prompt", "score_lm_eval"]
@@ -98,10 +99,12 @@ def score_lm_eval(
             owner.append((i, k))
     total = torch.empty(len(sequences), dtype=torch.float64)
     chunks = list(length_sorted_chunks([len(s) for s in sequences], batch_size))
-    with torch.no_grad():
-        for rows in tqdm(chunks, desc="BBQ (lm-eval)", disable=not progress, unit="batch"):
+    with torch.no_grad(), shared(chunks) as mine:
+        for rows in tqdm(mine, desc="BBQ (lm-eval)", disable=not show(progress), unit="batch"):
             batch = pad_sequences(
-                [sequences[r] for r in rows], pad_token_id=pad_id(tokenizer), padding_side="left"
+                [sequences[r] for r in rows],
+                pad_token_id=pad_id(tokenizer),
+                padding_side="left",
             )
             logprobs = forward_logits(model, batch).double().log_softmax(-1).cpu()
             width = batch.input_ids.shape[1]
@@ -110,6 +113,7 @@ def score_lm_eval(
                 targets = batch.input_ids[j, start + n_prompt[r] :]
                 preds = logprobs[j, start + n_prompt[r] - 1 : width - 1]
                 total[r] = preds.gather(-1, targets[:, None]).sum()
+    merge_rows(total, chunks)
     best: dict[int, tuple[float, int]] = {}
     for r, (i, k) in enumerate(owner):
         if i not in best or float(total[r]) > best[i][0]:  # first maximum wins, as np.argmax

@@ -33,6 +33,7 @@ from fairlens.backend import (
     resolve_tokenizer,
 )
 from fairlens.data import LETTERS, BBQItem, PromptFormat, format_prompt
+from fairlens.distributed import merge_rows, shared, show
 from fairlens.errors import ConfigError
 from fairlens.model_types import Model, Tokenizer
 
@@ -130,14 +131,17 @@ def _score_letter(
     letters = torch.tensor(letter_token_ids(tokenizer))
     out = torch.empty(len(prompt_ids), 3)
     chunks = list(length_sorted_chunks([len(p) for p in prompt_ids], batch_size))
-    for rows in tqdm(chunks, desc="scoring (letter)", disable=not progress, unit="batch"):
-        batch = pad_sequences(
-            [prompt_ids[r] for r in rows], pad_token_id=pad_id(tokenizer), padding_side=padding_side
-        )
-        with torch.no_grad():
-            last = last_token_logits(model, batch)
-        out[rows] = last[:, letters.to(last.device)].float().cpu()
-    return out
+    with shared(chunks) as mine:
+        for rows in tqdm(mine, desc="scoring (letter)", disable=not show(progress), unit="batch"):
+            batch = pad_sequences(
+                [prompt_ids[r] for r in rows],
+                pad_token_id=pad_id(tokenizer),
+                padding_side=padding_side,
+            )
+            with torch.no_grad():
+                last = last_token_logits(model, batch)
+            out[rows] = last[:, letters.to(last.device)].float().cpu()
+    return merge_rows(out, chunks)
 
 
 def _score_loglik(
@@ -162,22 +166,25 @@ def _score_loglik(
             n_prompt.append(len(ids))
     flat = torch.empty(len(sequences))
     chunks = list(length_sorted_chunks([len(s) for s in sequences], batch_size))
-    for rows in tqdm(chunks, desc="scoring (loglik)", disable=not progress, unit="batch"):
-        batch = pad_sequences(
-            [sequences[r] for r in rows], pad_token_id=pad_id(tokenizer), padding_side=padding_side
-        )
-        with torch.no_grad():
-            logprobs = forward_logits(model, batch).float().log_softmax(-1).cpu()
-        width = batch.input_ids.shape[1]
-        for j, r in enumerate(rows):
-            length = int(batch.lengths[j])
-            start = 0 if padding_side == "right" else width - length
-            targets = batch.input_ids[j, start + n_prompt[r] : start + length]
-            # token t is predicted at position t-1
-            preds = logprobs[j, start + n_prompt[r] - 1 : start + length - 1]
-            token_lp = preds.gather(-1, targets[:, None]).squeeze(-1)
-            flat[r] = token_lp.mean() if reduction == "mean" else token_lp.sum()
-    return flat.view(len(items), 3)
+    with shared(chunks) as mine:
+        for rows in tqdm(mine, desc="scoring (loglik)", disable=not show(progress), unit="batch"):
+            batch = pad_sequences(
+                [sequences[r] for r in rows],
+                pad_token_id=pad_id(tokenizer),
+                padding_side=padding_side,
+            )
+            with torch.no_grad():
+                logprobs = forward_logits(model, batch).float().log_softmax(-1).cpu()
+            width = batch.input_ids.shape[1]
+            for j, r in enumerate(rows):
+                length = int(batch.lengths[j])
+                start = 0 if padding_side == "right" else width - length
+                targets = batch.input_ids[j, start + n_prompt[r] : start + length]
+                # token t is predicted at position t-1
+                preds = logprobs[j, start + n_prompt[r] - 1 : start + length - 1]
+                token_lp = preds.gather(-1, targets[:, None]).squeeze(-1)
+                flat[r] = token_lp.mean() if reduction == "mean" else token_lp.sum()
+    return merge_rows(flat, chunks).view(len(items), 3)
 
 
 SCORERS: dict[str, Callable[..., Tensor]] = {"letter": _score_letter, "loglik": _score_loglik}

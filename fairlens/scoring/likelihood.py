@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from fairlens.backend import forward_logits, length_sorted_chunks, pad_id, pad_sequences
 from fairlens.data.prompts import instruction_lead
+from fairlens.distributed import agree, merge_objects, shared, show
 from fairlens.errors import ConfigError
 from fairlens.model_types import Model, Tokenizer
 
@@ -103,29 +104,34 @@ def text_logprobs(
     fired: list[Tensor] = [torch.empty(0, dtype=torch.bool)] * len(texts)
     recording = gate is not None
     chunks = list(length_sorted_chunks([len(s) for s in sequences], batch_size))
-    for rows in tqdm(chunks, desc=desc, disable=not progress, unit="batch"):
-        batch = pad_sequences(
-            [sequences[r] for r in rows], pad_token_id=pad_id(tokenizer), padding_side="left"
-        )
-        n_calls = len(gate.decisions) if recording else 0
-        with torch.no_grad():
-            lp = forward_logits(model, batch).float().log_softmax(-1).cpu()
-        if recording and len(gate.decisions) != n_calls + 1:
-            raise ConfigError(
-                "gate stats were passed but the steerer recorded nothing for this forward call.",
-                "apply the steerer with record=True and positions='all'.",
+    with shared(chunks) as mine:
+        for rows in tqdm(mine, desc=desc, disable=not show(progress), unit="batch"):
+            batch = pad_sequences(
+                [sequences[r] for r in rows], pad_token_id=pad_id(tokenizer), padding_side="left"
             )
-        width = batch.input_ids.shape[1]
-        for j, r in enumerate(rows):
-            start = width - int(batch.lengths[j])  # left padding
-            targets = batch.input_ids[j, start + n_ctx :]
-            preds = lp[j, start + n_ctx - 1 : width - 1]
-            logprobs[r] = preds.gather(-1, targets[:, None]).squeeze(-1)
-            if recording:
-                fired[r] = gate.decisions[-1][j, start + n_ctx :]
-                if gate.history:  # a dynamic gate also records P(unbiased)
-                    gate_p[r] = gate.history[-1][j, start + n_ctx :].float().cpu()
-    dynamic = recording and bool(gate.history)
+            n_calls = len(gate.decisions) if recording else 0
+            with torch.no_grad():
+                lp = forward_logits(model, batch).float().log_softmax(-1).cpu()
+            if recording and len(gate.decisions) != n_calls + 1:
+                raise ConfigError(
+                    "gate stats were passed but the steerer recorded nothing for this forward call.",
+                    "apply the steerer with record=True and positions='all'.",
+                )
+            width = batch.input_ids.shape[1]
+            for j, r in enumerate(rows):
+                start = width - int(batch.lengths[j])  # left padding
+                targets = batch.input_ids[j, start + n_ctx :]
+                preds = lp[j, start + n_ctx - 1 : width - 1]
+                logprobs[r] = preds.gather(-1, targets[:, None]).squeeze(-1)
+                if recording:
+                    fired[r] = gate.decisions[-1][j, start + n_ctx :]
+                    if gate.history:  # a dynamic gate also records P(unbiased)
+                        gate_p[r] = gate.history[-1][j, start + n_ctx :].float().cpu()
+    merge_objects(logprobs, chunks)
+    if recording:
+        merge_objects(fired, chunks)
+        merge_objects(gate_p, chunks)
+    dynamic = recording and any(agree(bool(gate.history)))
     return TextScores(
         tuple(logprobs),
         tuple(gate_p) if dynamic else None,

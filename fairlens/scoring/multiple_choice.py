@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from fairlens.backend import encode, last_token_logits, length_sorted_chunks, pad_id, pad_sequences
 from fairlens.data.mcqa import MC_LETTERS, MCItem
+from fairlens.distributed import merge_rows, shared, show
 from fairlens.errors import ConfigError
 from fairlens.model_types import Model, Tokenizer
 from fairlens.scoring.letters import single_token_ids
@@ -110,12 +111,12 @@ def score_mc(
     seqs = encode(tokenizer, list(prompts))
     out = torch.zeros(len(items), dtype=torch.long)
     chunks = list(length_sorted_chunks([len(s) for s in seqs], batch_size))
-    with torch.no_grad():
-        for rows in tqdm(chunks, desc=desc, disable=not progress, unit="batch"):
+    with torch.no_grad(), shared(chunks) as mine:
+        for rows in tqdm(mine, desc=desc, disable=not show(progress), unit="batch"):
             batch = pad_sequences(
                 [seqs[r] for r in rows], pad_token_id=pad_id(tokenizer), padding_side="left"
             )
             logits = last_token_logits(model, batch).float().cpu()[:, letters]
             for j, r in enumerate(rows):
                 out[r] = int(logits[j, : len(items[r].choices)].argmax())
-    return out
+    return merge_rows(out, chunks)

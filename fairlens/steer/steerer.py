@@ -35,6 +35,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from fairlens.backend import add_hooks, parse_hook_name, real_tokens
+from fairlens.distributed import counting
 from fairlens.errors import ConfigError
 from fairlens.model_types import Model
 
@@ -122,6 +123,17 @@ class GateStats:
     def result(self) -> GateResult:
         """The counts so far as an immutable :class:`GateResult`."""
         return GateResult(int(self.fired), int(self.probed), self.calls)
+
+    def counts(self) -> list[int]:
+        """``[fired, probed, calls]`` (a :class:`fairlens.distributed.Counter`: a loop shared
+        among processes sums them over the processes)."""
+        return [int(self.fired), int(self.probed), self.calls]
+
+    def add_counts(self, extra: list[int]) -> None:
+        """Add other processes' ``[fired, probed, calls]``."""
+        self.fired = self.fired + extra[0]
+        self.probed = self.probed + extra[1]
+        self.calls += extra[2]
 
 
 class Steerer:
@@ -256,7 +268,7 @@ class Steerer:
         fns = [(self.hook_name, lambda act: self._steer(act, stats))]
         fns += [(n, self._band_fn(v)) for n, v in self.band]
         try:
-            with add_hooks(model, fns):
+            with add_hooks(model, fns), counting(stats):
                 yield stats
         finally:
             self._gate = None
