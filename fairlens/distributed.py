@@ -16,7 +16,7 @@ to disk (the streamed store's shards) is kept, and the rerun resumes it.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -217,3 +217,31 @@ def agree(value: Any) -> list[Any]:
     gathered: list[Any] = [None] * w.size
     dist.all_gather_object(gathered, value, group=_group())
     return gathered
+
+
+def decided(value: T) -> T:
+    """The main process's ``value`` on every process: for a choice that depends on files (does the
+    run folder hold this stage?), so that every process takes the same branch at the same time."""
+    w = world()
+    return value if not w.active else agree(value if w.is_main else None)[0]
+
+
+def on_main(fn: Callable[[], T]) -> T:
+    """Run ``fn`` (a write to the run folder) on the main process only; every process waits for
+    it and gets its result, and an error it raises is raised on every process."""
+    w = world()
+    if not w.active:
+        return fn()
+    result: Any = None
+    error: BaseException | None = None
+    if w.is_main:
+        try:
+            result = fn()
+        except Exception as exc:  # re-raised below, after the others learn of it
+            error = exc
+    outcome = agree((result, None if error is None else f"{type(error).__name__}: {error}"))[0]
+    if error is not None:
+        raise error
+    if outcome[1] is not None:
+        raise ConfigError(f"the main process failed: {outcome[1]}")
+    return outcome[0]

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from fairlens.apps.cli_flags import _add_data_dir, _add_model, _add_run_flags, _run_config
-from fairlens.errors import FairlensError
+from fairlens.distributed import launched
+from fairlens.errors import ConfigError, FairlensError
 
 
 def _cmd_data_fetch(args: argparse.Namespace) -> int:
@@ -136,16 +137,97 @@ def _cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
+def _log(msg: str) -> None:
+    if launched().is_main:  # one process of a data-parallel run speaks for all
+        print(f"[fairlens] {msg}", file=sys.stderr)
+
+
+def _quiet_helpers() -> None:
+    """The other processes of a data-parallel run draw no progress bars (transformers' either)."""
+    if not launched().is_main:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+
+
+def _relaunch(args: argparse.Namespace) -> int | None:
+    """``--num-processes N`` outside a launcher: start N copies of this command under
+    torch.distributed.run (one machine) and return its exit code; else ``None``."""
+    n = args.num_processes
+    if n < 1:
+        raise ConfigError(f"--num-processes must be >= 1, got {n}.", "pass 1 or more.")
+    if n == 1:
+        return None
+    if launched().active:
+        raise ConfigError(
+            f"--num-processes {n} given inside a launcher that already started "
+            f"{launched().size} processes.",
+            "drop --num-processes under accelerate launch / torchrun.",
+        )
+    argv, skip = [], False
+    for arg in args.argv:
+        if skip:
+            skip = False
+        elif arg == "--num-processes":
+            skip = True
+        elif not arg.startswith("--num-processes="):
+            argv.append(arg)
+    from fairlens.apps.run_prepare import check_processes, choose_splits
+    from fairlens.data import load_bbq, resolve_data_dir
+
+    cfg = _run_config(args)  # refuse a bad layout before starting n processes
+    items = load_bbq(resolve_data_dir(cfg.data_dir) / "bbq", cfg.data.categories)
+    check_processes(choose_splits(cfg, items)[1], n)
+    return _launch(n, ["-m", "fairlens", *argv])
+
+
+def _launch(n: int, argv: list[str]) -> int:
+    """``python <argv>`` in ``n`` processes of one machine (what ``torchrun --standalone`` does);
+    a failed process ends the others, and is reported in one line instead of a traceback."""
+    import uuid
+
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    config = LaunchConfig(
+        min_nodes=1,
+        max_nodes=1,
+        nproc_per_node=n,
+        run_id=uuid.uuid4().hex,
+        rdzv_backend="c10d",
+        rdzv_endpoint="localhost:0",
+        max_restarts=0,
+        monitor_interval=0.5,
+        start_method="spawn",
+    )
+    import logging
+
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)  # we report it
+    try:
+        elastic_launch(config, entrypoint=sys.executable)(*argv)
+    except ChildFailedError as exc:
+        codes = sorted({f.exitcode for f in exc.failures.values()})
+        print(
+            f"fairlens: error: {len(exc.failures)} of {n} processes failed (exit code "
+            f"{', '.join(map(str, codes))}; their messages are above); the others were stopped. "
+            "Work already saved in the run folder is kept: run the same command again to resume.",
+            file=sys.stderr,
+        )
+        return 2 if codes == [2] else 1
+    return 0
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from fairlens.apps.pipeline import run_pipeline
 
+    code = _relaunch(args)
+    if code is not None:
+        return code
+    _quiet_helpers()
     cfg = _run_config(args)
-    report = run_pipeline(
-        cfg,
-        progress=True,
-        log=lambda msg: print(f"[fairlens] {msg}", file=sys.stderr),
-        restart=args.restart,
-    )
+    report = run_pipeline(cfg, progress=launched().is_main, log=_log, restart=args.restart)
+    if not launched().is_main:
+        return 0
     print(report["_markdown"])
     print(f"report: {cfg.out_dir}/{cfg.name}/report.json and report.md")
     return 0
@@ -154,13 +236,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_search(args: argparse.Namespace) -> int:
     from fairlens.apps.pipeline import search_pipeline
 
+    code = _relaunch(args)
+    if code is not None:
+        return code
+    _quiet_helpers()
     cfg = _run_config(args, search=True)
-    result = search_pipeline(
-        cfg,
-        progress=True,
-        log=lambda msg: print(f"[fairlens] {msg}", file=sys.stderr),
-        restart=args.restart,
-    )
+    result = search_pipeline(cfg, progress=launched().is_main, log=_log, restart=args.restart)
+    if not launched().is_main:
+        return 0
     print(result.markdown())
     print(f"search: {cfg.out_dir}/{cfg.name}/search/ (search.json, search.md, heatmaps)")
     return 0
@@ -262,10 +345,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         args: Any = parser.parse_args(argv)
     except SystemExit as exc:  # --help (0) or a usage error (2, already printed on one line)
         return int(exc.code or 0)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         return int(args.func(args))
     except FairlensError as exc:
-        print(f"fairlens: error: {exc.one_line()}", file=sys.stderr)
+        w = launched()
+        where = f" (process {w.rank} of {w.size})" if w.active else ""
+        print(f"fairlens: error{where}: {exc.one_line()}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("fairlens: interrupted", file=sys.stderr)

@@ -35,6 +35,14 @@ def _add_run_flags(
     from fairlens.apps.run_config import RunConfig
 
     p.add_argument("--config", default=None, help="JSON file of RunConfig keys (flags override it)")
+    p.add_argument(
+        "--num-processes",
+        type=int,
+        default=1,
+        help="share the scoring, extraction and generation batches among N processes on this "
+        "machine (started with torch.distributed.run; the results equal one process's). Under "
+        "accelerate launch / torchrun leave it at 1: their processes are used",
+    )
     if restart:
         p.add_argument(
             "--restart",

@@ -33,6 +33,7 @@ from fairlens.data import (
 from fairlens.data.corpus import NEUTRAL_CORPUS, load_neutral_texts
 from fairlens.data.crows_pairs import load_crows_pairs, subsample_pairs, type_counts
 from fairlens.detect.condition_gate import ConditionGate
+from fairlens.distributed import decided, launched, on_main
 from fairlens.errors import ArtifactError, ConfigError
 from fairlens.evaluate.panel import evaluate_panel
 from fairlens.evaluate.panel_report import PanelReport
@@ -65,7 +66,7 @@ def search_pipeline(
     say = log or (lambda _msg: None)
     prep = _prepare(cfg, progress, say, restart)
     result = _run_search(cfg, prep.fs, prep.fit, prep.chosen, prep.rundir, {}, progress, say)
-    prep.fit.save(prep.rundir.path / "fit_data")
+    on_main(lambda: prep.fit.save(prep.rundir.path / "fit_data"))
     return result
 
 
@@ -121,7 +122,7 @@ def run_pipeline(
     if cfg.search.enabled:
         t = time.perf_counter()
         search_result = _run_search(cfg, fs, fit, chosen, rundir, scorers, progress, say)
-        fit.save(rundir.path / "fit_data")  # keeps the directions the search fitted
+        on_main(lambda: fit.save(rundir.path / "fit_data"))  # keeps the directions it fitted
         timings["search"] = time.perf_counter() - t
     fit.release()
     condition_gate, skipped = None, {}
@@ -203,6 +204,7 @@ def run_pipeline(
         "fairlens_version": __version__,
         "config": cfg.to_dict(),
         "threads": prep.threads,
+        "processes": launched().size,
         "model": get_model_info(hf_model).fingerprint(),
         "data": {
             "data_dir": str(data_dir),
@@ -233,11 +235,15 @@ def run_pipeline(
         "panel": {**panel.to_dict(), "skipped_methods": skipped},
         "timings_s": {k: round(v, 2) for k, v in timings.items()},
     }
-    (rundir.path / "report.json").write_text(json.dumps(full, indent=2))
     markdown = summary_text(full, panel, search_result)
-    (rundir.path / "report.md").write_text(markdown + "\n")
+    on_main(lambda: _write_report(rundir, full, markdown))
     full["_markdown"] = markdown
     return full
+
+
+def _write_report(rundir: _RunDir, full: dict[str, Any], markdown: str) -> None:
+    (rundir.path / "report.json").write_text(json.dumps(full, indent=2))
+    (rundir.path / "report.md").write_text(markdown + "\n")
 
 
 def _run_search(
@@ -257,7 +263,7 @@ def _run_search(
 
     folder = rundir.path / "search"
     done = folder / "search.json"
-    if done.is_file():
+    if decided(done.is_file()):
         say("search: loaded from the run folder (resumed)")
         return SearchResult.from_dict(json.loads(done.read_text()))
     space, extra = cfg.search_spaces(fit.n_layers)
@@ -285,13 +291,13 @@ def _run_search(
         progress=progress,
         log=say,
         scorers_out=scorers,
-        checkpoint=lambda: fit.save(rundir.path / "fit_data"),  # a resume skips the fitting
+        checkpoint=lambda: on_main(lambda: fit.save(rundir.path / "fit_data")),  # resume skips it
         extra_eval={
             "fairsteer": selected,
             "static": replace(selected, mode="static", gate=None, tau=None),
         },
     )
-    write_search(result, folder)
+    on_main(lambda: write_search(result, folder))
     return result
 
 
@@ -306,7 +312,7 @@ def _condition_gate(
     threshold on the selection split (saved in the run folder; reused while both are the same)."""
     path = rundir.path / "condition_gate"
     identity = {"hook": fs.hook_name_, "select_split_hash": content_hash(select)}
-    if path.is_dir():
+    if decided(path.is_dir()):
         try:
             gate, provenance = ConditionGate.load(path)
             if provenance == identity:
@@ -316,7 +322,7 @@ def _condition_gate(
             say(f"condition gate in the run folder not usable ({exc.cause}); refitting")
     say(f"condition gate (cast baseline): threshold on {len(select)} selection items")
     gate = fit.condition_gate(fs.hook_name_, select)
-    gate.save(path, **identity)
+    on_main(lambda: gate.save(path, **identity))
     return gate
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from fairlens.apps.run_config import RunConfig
+from fairlens.distributed import on_main
 from fairlens.errors import ConfigError
 from fairlens.evaluate.suites import SUITES, suite_settings
 
@@ -47,6 +48,9 @@ class _RunDir:
 
     def __init__(self, cfg: RunConfig, restart: bool) -> None:
         self.path = Path(cfg.out_dir) / cfg.name
+        on_main(lambda: self._open(cfg, restart))  # one process writes; all see it afterwards
+
+    def _open(self, cfg: RunConfig, restart: bool) -> None:
         if restart and self.path.exists():
             shutil.rmtree(self.path)
         self.path.mkdir(parents=True, exist_ok=True)
@@ -74,6 +78,12 @@ class _RunDir:
 
     def panel_done(
         self, settings: dict[str, Any], say: Callable[[str], None] = lambda _m: None
+    ) -> dict[str, dict[str, Any]]:
+        """:meth:`_panel_done` on the main process, its answer on every process."""
+        return on_main(lambda: self._panel_done(settings, say))
+
+    def _panel_done(
+        self, settings: dict[str, Any], say: Callable[[str], None]
     ) -> dict[str, dict[str, Any]]:
         """The panel results a previous run of this folder left that still hold: a suite's results
         are kept when the settings it depends on (``suite_settings``: the model, backend, batch
@@ -116,6 +126,9 @@ class _RunDir:
         return done
 
     def save_panel(self, suite: str, method: str, result: dict[str, Any]) -> None:
+        on_main(lambda: self._save_panel(suite, method, result))
+
+    def _save_panel(self, suite: str, method: str, result: dict[str, Any]) -> None:
         folder = self.path / "panel"
         folder.mkdir(exist_ok=True)
         tmp = folder / f".{suite}__{method}.tmp"

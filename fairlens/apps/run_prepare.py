@@ -20,7 +20,8 @@ from fairlens.data import (
     split_by_template,
     subsample,
 )
-from fairlens.errors import ArtifactError
+from fairlens.distributed import decided, launched, on_main
+from fairlens.errors import ArtifactError, ConfigError
 from fairlens.fairsteer.estimator import FairSteer
 from fairlens.model_types import HFModel, Tokenizer
 from fairlens.runtime import set_threads
@@ -54,27 +55,14 @@ def _prepare(
     from fairlens.models import load_hf
 
     timings: dict[str, float] = {}
-    t0 = time.perf_counter()
     threads = set_threads(cfg.threads)
     data_dir = resolve_data_dir(cfg.data_dir)  # every input is checked before the model loads
     items = load_bbq(data_dir / "bbq", cfg.data.categories)
     anchors = _mmlu_anchors(cfg, data_dir)
     rundir = _RunDir(cfg, restart)
 
-    say(f"loading model {cfg.model!r}")
-    hf_model, tokenizer, _ = load_hf(cfg.model)
-    timings["load_model"] = time.perf_counter() - t0
-
     t = time.perf_counter()
-    splits = split_by_template(items, cfg.data.fractions, seed=cfg.fit.seed)
-    caps = cfg.data.caps()
-
-    def pick(name: str) -> list[Any]:
-        cap = caps[name]
-        items_ = splits[name].items
-        return list(items_) if cap is None else subsample(items_, cap, seed=cfg.fit.seed)
-
-    chosen = {name: pick(name) for name in splits}
+    splits, chosen = choose_splits(cfg, items)
     needs_shots = (
         cfg.fit.prompt_format == "few_shot"
         or cfg.data.paper_few_shot
@@ -85,8 +73,16 @@ def _prepare(
     say(
         f"BBQ: {len(items)} items; splits: " + ", ".join(f"{k}={len(v)}" for k, v in chosen.items())
     )
+    processes = launched().size
+    check_processes(chosen, processes)
+    if processes > 1:
+        say(f"{processes} processes share the scoring, extraction and generation batches")
     if cfg.preset is not None:
         say(_cost_note(cfg, chosen, anchors))
+    t = time.perf_counter()
+    say(f"loading model {cfg.model!r}")
+    hf_model, tokenizer, _ = load_hf(cfg.model)
+    timings["load_model"] = time.perf_counter() - t
     prep = _Prepared(
         cfg,
         rundir,
@@ -107,7 +103,7 @@ def _prepare(
     fit_kwargs = prep_fit_kwargs(prep, progress)
     fit_path, fs_path = rundir.path / "fit_data", rundir.path / "fairsteer"
     fit = None
-    if fit_path.is_dir():
+    if decided(fit_path.is_dir()):
         try:
             fit = FitData.load(fit_path, hf_model, chosen["probe"], chosen["dsv"], **fit_kwargs)
             say("fit data: loaded from the run folder (resumed)")
@@ -117,7 +113,7 @@ def _prepare(
         say("fitting: BAD pass over the probe items")
         fit = FitData(hf_model, chosen["probe"], chosen["dsv"], **fit_kwargs)
     fs = None
-    if fs_path.is_dir():
+    if decided(fs_path.is_dir()):
         fs = FairSteer.load(fs_path, model=hf_model)
         if fs.config != fcfg:
             fs = None
@@ -134,8 +130,8 @@ def _prepare(
             progress=progress,
             log=say,
         )
-        fs.save(fs_path)
-        fit.save(fit_path)
+        fitted, data = fs, fit
+        on_main(lambda: _save_fit(fitted, fs_path, data, fit_path))
     else:
         say("FairSteer: loaded from the run folder (resumed)")
     timings["fit"] = time.perf_counter() - t
@@ -187,3 +183,37 @@ def _cost_note(cfg: RunConfig, chosen: dict[str, list[Any]], anchors: list[Any])
         f"{prompts * 1.3 * (5 if cfg.data.paper_few_shot else 1) / 3600:.1f} h for a 1.5B model and "
         "~5x that for a 7B one: meant for a GPU (pass --limit N to cap items per category)"
     )
+
+
+def _save_fit(fs: FairSteer, fs_path: Path, fit: FitData, fit_path: Path) -> None:
+    fs.save(fs_path)
+    fit.save(fit_path)
+
+
+def choose_splits(
+    cfg: RunConfig, items: list[BBQItem]
+) -> tuple[dict[str, Any], dict[str, list[Any]]]:
+    """The template-disjoint splits of ``items`` and each split's per-category subsample."""
+    splits = split_by_template(items, cfg.data.fractions, seed=cfg.fit.seed)
+    caps = cfg.data.caps()
+
+    def pick(name: str) -> list[Any]:
+        cap = caps[name]
+        items_ = splits[name].items
+        return list(items_) if cap is None else subsample(items_, cap, seed=cfg.fit.seed)
+
+    return splits, {name: pick(name) for name in splits}
+
+
+def check_processes(chosen: dict[str, list[Any]], processes: int) -> None:
+    """Refuse more processes than the items of the smallest split a run scores."""
+    used = [k for k in ("probe", "select", "eval") if chosen[k]]
+    if not used:
+        return
+    smallest = min(used, key=lambda k: len(chosen[k]))
+    if processes > len(chosen[smallest]):
+        raise ConfigError(
+            f"{processes} processes for the {len(chosen[smallest])} items of the {smallest} split: "
+            "some processes would have nothing to do.",
+            f"use --num-processes {max(1, len(chosen[smallest]))} or fewer, or more items.",
+        )

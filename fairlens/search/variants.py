@@ -17,6 +17,7 @@ from torch import Tensor
 
 from fairlens.backend import hook_name
 from fairlens.data import BBQItem
+from fairlens.distributed import launched, on_main
 from fairlens.errors import ConfigError
 from fairlens.scoring.metrics import bbq_metrics
 from fairlens.scoring.variant_scorer import Edit, VariantScorer
@@ -240,6 +241,11 @@ class _EditStore:
     def __init__(self, folder: Path, meta: dict[str, Any]) -> None:
         self.folder = folder
         self.path = folder / "edits.jsonl"
+        self._cache: dict[str, np.ndarray] | None = None
+        on_main(lambda: self._open(meta))  # one process reads and writes the store
+
+    def _open(self, meta: dict[str, Any]) -> None:
+        folder = self.folder
         folder.mkdir(parents=True, exist_ok=True)
         meta_path = folder / "meta.json"
         if meta_path.exists():
@@ -255,30 +261,36 @@ class _EditStore:
                 )
         else:
             meta_path.write_text(json.dumps(meta, indent=2, sort_keys=True))
-        self._cache: dict[str, np.ndarray] | None = None
 
     def load(self) -> dict[str, np.ndarray]:
         if self._cache is None:
-            self._cache = {}
-            if self.path.exists():
-                good: list[str] = []
-                for line in self.path.read_text().splitlines():
-                    try:
-                        rec = json.loads(line)
-                        self._cache[rec["key"]] = np.asarray(rec["pred"], dtype=np.int64)
-                        good.append(line)
-                    except (json.JSONDecodeError, KeyError, TypeError):
-                        break  # a line cut by an interruption: drop it and what follows
-                self.path.write_text("".join(g + "\n" for g in good))
+            self._cache = on_main(self._read)
         return self._cache
 
+    def _read(self) -> dict[str, np.ndarray]:
+        cache: dict[str, np.ndarray] = {}
+        if not self.path.exists():
+            return cache
+        good: list[str] = []
+        for line in self.path.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+                cache[rec["key"]] = np.asarray(rec["pred"], dtype=np.int64)
+                good.append(line)
+            except (json.JSONDecodeError, KeyError, TypeError):
+                break  # a line cut by an interruption: drop it and what follows
+        self.path.write_text("".join(g + "\n" for g in good))
+        return cache
+
     def append(self, key: str, preds: np.ndarray) -> None:
+        """Record one edit's predictions (in memory on every process; on disk by the main one)."""
         self.load()
         assert self._cache is not None
         self._cache[key] = preds
-        with self.path.open("a") as fh:
-            fh.write(json.dumps({"key": key, "pred": preds.tolist()}) + "\n")
-            fh.flush()
+        if launched().is_main:
+            with self.path.open("a") as fh:
+                fh.write(json.dumps({"key": key, "pred": preds.tolist()}) + "\n")
+                fh.flush()
 
 
 def check_scorer(scorer: VariantScorer, items: Sequence[BBQItem]) -> None:

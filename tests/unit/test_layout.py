@@ -11,7 +11,8 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "fairlens"
 # Pipeline order, lowest first. Modules directly under fairlens/ are the shared core (level 0);
-# fairlens/__init__.py (the lazy public API) and fairlens/testing.py (test helpers) sit on top.
+# fairlens/__init__.py (the lazy public API), fairlens/testing.py (test helpers) and
+# fairlens/__main__.py (`python -m fairlens`) sit on top.
 STAGES = [
     "data",
     "models",
@@ -40,7 +41,7 @@ def _module_name(path: Path) -> str:
 
 def _level(module: str) -> int:
     parts = module.split(".")
-    if len(parts) == 1 or parts[1] in ("testing",):
+    if len(parts) == 1 or parts[1] in ("testing", "__main__"):
         return TOP
     if parts[1] in STAGES:
         return 1 + STAGES.index(parts[1])

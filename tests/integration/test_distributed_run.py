@@ -1,0 +1,114 @@
+"""``fairlens run --num-processes 2`` on real BBQ with a tiny random model: the report and every
+saved stage equal a one-process run's, a rerun resumes every stage, and bad layouts are refused
+before any process starts."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fairlens.apps.cli import main
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+IGNORED = {"timings_s", "seconds", "out_dir", "processes"}  # how long, where, how many: not what
+
+
+def _args(model: Path, out: Path, data_root: Path) -> list[str]:
+    return [
+        "run", "--name", "dp", "--model", str(model), "--out-dir", str(out),
+        "--data-dir", str(data_root), "--categories", "Age", "SES",
+        "--probe-per-category", "40", "--select-per-category", "6", "--eval-per-category", "6",
+        "--alphas", "0.4", "0.8", "--suites", "bbq", "crows", "open_ended",
+        "--crows-per-type", "1", "--open-per-category", "1", "--open-crows-per-type", "1",
+        "--max-new-tokens", "4", "--methods", "base", "static", "fairsteer", "cast",
+        "--search", "--search-directions", "dsv", "probe", "--search-alphas", "0.4", "1.0",
+        "--threads", "1", "--batch-size", "4",
+    ]  # fmt: skip
+
+
+def _strip(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _strip(v) for k, v in value.items() if k not in IGNORED}
+    if isinstance(value, list):
+        return [_strip(v) for v in value]
+    return value
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from fairlens.testing import tiny_llama, tiny_tokenizer
+
+    folder = tmp_path_factory.mktemp("tiny-model")
+    tiny_llama().save_pretrained(folder)
+    tiny_tokenizer().save_pretrained(folder)
+    return folder
+
+
+def _two(args: list[str]) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE")}
+    return subprocess.run(
+        [sys.executable, "-m", "fairlens", *args, "--num-processes", "2"],
+        env=env | {"OMP_NUM_THREADS": "1"}, cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+
+
+@pytest.mark.slow
+def test_two_processes_equal_one(tiny_model_dir: Path, data_root: Path, tmp_path: Path) -> None:
+    assert main(_args(tiny_model_dir, tmp_path / "one", data_root)) == 0
+    first = _two(_args(tiny_model_dir, tmp_path / "two", data_root))
+    assert first.returncode == 0, first.stderr[-4000:]
+    assert first.stderr.count("[fairlens] loading model") == 1  # one process speaks
+    one, two = (tmp_path / d / "dp" for d in ("one", "two"))
+    report = json.loads((two / "report.json").read_text())
+    assert report["processes"] == 2
+    assert _strip(report) == _strip(json.loads((one / "report.json").read_text()))
+    panel = sorted(p.name for p in (one / "panel").glob("*.json"))
+    assert panel == sorted(p.name for p in (two / "panel").glob("*.json")) and len(panel) > 10
+    for name in panel:
+        a, b = (json.loads((d / "panel" / name).read_text()) for d in (one, two))
+        assert _strip(a) == _strip(b), name
+    edits = [(d / "search" / "grid" / "edits.jsonl").read_text() for d in (one, two)]
+    assert edits[0] == edits[1] and edits[0]  # the search's saved predictions, in order
+    again = _two(_args(tiny_model_dir, tmp_path / "two", data_root))
+    assert again.returncode == 0, again.stderr[-4000:]
+    for stage in ("fit data", "FairSteer", "search"):
+        assert f"{stage}: loaded from the run folder (resumed)" in again.stderr
+    assert _strip(json.loads((two / "report.json").read_text())) == _strip(report)
+
+
+def test_more_processes_than_items_refused_before_starting(
+    tiny_model_dir: Path, data_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = [*_args(tiny_model_dir, tmp_path, data_root), "--num-processes", "50"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "50 processes for the 12 items of the select split" in err and "process 0" not in err
+    assert not (tmp_path / "dp").exists()  # refused before any process or folder
+
+
+def test_num_processes_inside_a_launcher_refused(
+    tiny_model_dir: Path,
+    data_root: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    assert main([*_args(tiny_model_dir, tmp_path, data_root), "--num-processes", "2"]) == 2
+    assert "drop --num-processes under accelerate launch" in capsys.readouterr().err
+
+
+def test_num_processes_below_one_refused(
+    tiny_model_dir: Path, data_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main([*_args(tiny_model_dir, tmp_path, data_root), "--num-processes", "0"]) == 2
+    assert "--num-processes must be >= 1" in capsys.readouterr().err
