@@ -10,7 +10,7 @@ export NO_MKDOCS_2_WARNING := 1
 .PHONY: setup demo test lint typecheck unit integration notebooks docs figures clean experiment-model experiment
 
 $(BIN)/fairlens: pyproject.toml
-	@command -v $(PYTHON) >/dev/null || { echo "fairlens needs Python 3.11 ($(PYTHON) not found)"; exit 1; }
+	@command -v $(PYTHON) >/dev/null || { echo "make setup uses Python 3.11 ($(PYTHON) not found; fairlens itself supports 3.11-3.13: make PYTHON=python3.12)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet "$(TORCH_SPEC)"

@@ -242,7 +242,14 @@ def _tl_final_logits(model: Any, last: Float[Tensor, "batch d_model"]) -> Tensor
 
 
 def model_device(model: Model) -> torch.device:
-    """Device of the model's first parameter."""
+    """Where a forward call's inputs go: the device of the model's first parameter, or, for a
+    model split across devices by accelerate (``hf_device_map``), its input embedding's
+    execution device (its first parameter may sit on ``meta`` while offloaded)."""
+    if getattr(model, "hf_device_map", None) and not is_hooked(model):
+        hook = getattr(model.get_input_embeddings(), "_hf_hook", None)
+        device = getattr(hook, "execution_device", None)
+        if device is not None:
+            return torch.device(device)
     return next(model.parameters()).device
 
 

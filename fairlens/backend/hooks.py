@@ -29,7 +29,7 @@ from torch.utils.hooks import RemovableHandle
 from typing_extensions import TypeIs
 
 from fairlens.backend.hook_points import parse_hook_name, validate_hook
-from fairlens.errors import HookPointError
+from fairlens.errors import ConfigError, HookPointError
 from fairlens.model_types import HookedModel, Model
 
 HookFn = Callable[[Tensor], Tensor | None]
@@ -123,6 +123,7 @@ def _add_one(model: Model, name: str, fn: HookFn) -> RemovableHandle:
             "Pass a layer index in range.",
         )
     block = blocks[layer]
+    _refuse_unloaded(block, name)
     if kind == "resid_post":
         return block.register_forward_hook(_replace_output(fn))
     if kind == "resid_pre":
@@ -135,6 +136,19 @@ def _add_one(model: Model, name: str, fn: HookFn) -> RemovableHandle:
         f"Hook {name!r} has no module boundary in a plain transformers model (the fast path "
         "supports resid_pre, resid_post, attn_out and mlp_out).",
         "Use one of those hooks, or load the model with fairlens.load_model (TransformerLens).",
+    )
+
+
+def _refuse_unloaded(block: Any, name: str) -> None:
+    """A block whose weights sit on the meta device with no accelerate hook to load them (a
+    device map that left it unplaced) would fail mid-forward, or be skipped: refuse it now."""
+    if not any(p.is_meta for p in block.parameters()):
+        return
+    if any(getattr(m, "_hf_hook", None) is not None for m in block.modules()):
+        return  # offloaded: accelerate loads its weights for each forward call
+    raise ConfigError(
+        f"the layer of {name!r} has its weights on the meta device and nothing loads them.",
+        "give that layer a real device (or 'cpu' / 'disk') in the device map.",
     )
 
 

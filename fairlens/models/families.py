@@ -102,7 +102,8 @@ class ModelFamily:
         """A few weight tensors that identify the weights (embedding, first block, final norm)."""
         decoder = self.decoder(model)
         first = next(p for p in self.blocks(model)[0].parameters() if p.dim() == 2)
-        return [_get(decoder, self.embed).weight, first, _get(decoder, self.final_norm).weight]
+        found = [_get(decoder, self.embed).weight, first, _get(decoder, self.final_norm).weight]
+        return [_stored(model, t) for t in found]
 
     def build_tl_config(self, hf_config: HFConfig, **overrides: Any) -> dict[str, Any]:
         """The ``HookedTransformerConfig`` keyword arguments for ``hf_config`` (plus ``overrides``)."""
@@ -257,4 +258,22 @@ def family_of(model_or_config: Any) -> ModelFamily:
         f"supported: {supported}.",
         "Use a model of a supported family, or add one entry to fairlens.models.FAMILIES "
         "(docs/how-to/models.md).",
+    )
+
+
+def _stored(model: Model, tensor: Tensor) -> Tensor:
+    """``tensor``, or, when a device map offloaded it (a ``meta`` placeholder), the stored value
+    accelerate loads for each forward call (so a split model has the same identity)."""
+    if not tensor.is_meta:
+        return tensor
+    for module in model.modules():
+        stored = getattr(getattr(module, "_hf_hook", None), "weights_map", None)
+        if stored is None:
+            continue
+        for name, param in module.named_parameters(recurse=False):
+            if param is tensor:
+                return stored[name]
+    raise ModelLoadError(
+        "a weight of the model sits on the meta device and no device-map hook holds its value.",
+        "load the model with every weight on a device, 'cpu' or 'disk'.",
     )

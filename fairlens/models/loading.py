@@ -140,13 +140,15 @@ def _dequantise_gguf(gguf_path: Path, dest: Path) -> None:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _load_hf_dir(path: Path, dtype: torch.dtype) -> tuple[Any, Any]:
+def _load_hf_dir(
+    path: Path, dtype: torch.dtype, placement: dict[str, Any] | None = None
+) -> tuple[Any, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
         hf_model = AutoModelForCausalLM.from_pretrained(
-            str(path), dtype=dtype, local_files_only=True
+            str(path), dtype=dtype, local_files_only=True, **(placement or {})
         )
     except (ValueError, OSError) as exc:
         raise ModelLoadError(
@@ -165,8 +167,19 @@ def load_hf(
     dtype: str = "float32",
     device: str = "cpu",
     use_cache: bool = True,
+    device_map: str | dict[str, Any] | None = None,
+    offload_folder: str | Path | None = None,
 ) -> tuple[Any, Any, ModelInfo]:
     """Load the plain ``transformers`` model and tokenizer for a local spec (fast path, tests).
+
+    Args:
+        device_map: Split the model across devices through accelerate instead of moving it to
+            ``device``: ``"auto"`` (fill the GPUs, then CPU, then disk), or a dict from module
+            names (``"model.layers.3"``, ``"lm_head"``) to a device, ``"cpu"`` or ``"disk"``.
+            Steering, extraction and the gate then run with layers on different devices (each
+            vector follows its activation's device). The prefix cache reads the unembedding's
+            rows, so keep ``lm_head`` off ``"disk"`` for the steering search.
+        offload_folder: Where ``"disk"`` entries of ``device_map`` keep their weights.
 
     Returns:
         ``(hf_model, tokenizer, info)``; ``info.processing`` is always "none" here.
@@ -187,8 +200,14 @@ def load_hf(
             _dequantise_gguf(gguf_path, folder)
     else:
         folder = Path(resolved.target)
-    hf_model, tokenizer = _load_hf_dir(folder, torch_dtype)
-    hf_model.to(device)
+    placement = None
+    if device_map is not None:
+        placement = {"device_map": device_map}
+        if offload_folder is not None:
+            placement["offload_folder"] = str(offload_folder)
+    hf_model, tokenizer = _load_hf_dir(folder, torch_dtype, placement)
+    if device_map is None:
+        hf_model.to(device)
     config = hf_model.config
     family = family_of(config)
     shapes = family.build_tl_config(config)

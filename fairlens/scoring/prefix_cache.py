@@ -81,6 +81,12 @@ def _read_weights(model: HFModel, read_ids: Sequence[int]) -> tuple[Tensor, Tens
             f"{type(model).__name__} has no output embedding to read the answer logits from.",
             "use a causal language model (a *ForCausalLM class).",
         )
+    if head.weight.is_meta:
+        raise ConfigError(
+            "the unembedding (lm_head) is offloaded to disk or cpu by the device map, and the "
+            "prefix cache reads its rows.",
+            "keep lm_head on a device in the device map (e.g. {'lm_head': 0}).",
+        )
     ids = torch.as_tensor(list(read_ids), device=head.weight.device)
     bias = getattr(head, "bias", None)
     return head.weight[ids].detach(), (None if bias is None else bias[ids].detach())

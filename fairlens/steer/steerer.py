@@ -230,7 +230,9 @@ class Steerer:
         if stats.fired.device != act.device:
             stats.fired = stats.fired.to(act.device)
             stats.probed = stats.probed.to(act.device)
-        real = real_tokens()
+        # the padding mask lives in a ContextVar, which torch.compile cannot trace: a compiled
+        # forward counts every window position (pads included) instead of breaking the graph
+        real = None if torch.compiler.is_compiling() else real_tokens()
         if real is not None and real.shape == act.shape[:2]:  # count tokens, never pads
             real = real[:, window].to(gate.device)
             stats.fired += (gate & real).sum()
