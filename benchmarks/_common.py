@@ -39,37 +39,62 @@ def parse_args(description: str, **extra: Any) -> argparse.Namespace:
 
 def load_models(device: str) -> tuple[Any, Any, Any, str]:
     """``(hooked, hf, tokenizer, description)`` for the device (see the module docstring)."""
-    from fairlens.models.tl_adapter import WeightProcessing, hooked_from_hf
-    from fairlens.testing import tiny_tokenizer
-
     if device == "cpu":
         from fairlens.models import load_hf, load_model
 
         hooked = load_model("smollm2-135m")
         hf, tok, _ = load_hf("smollm2-135m")
         return hooked, hf, tok, "SmolLM2-135M-Instruct (real weights, float32)"
+    hooked, hf, tok = random_llama(device, torch.bfloat16)
+    return hooked, hf, tok, "random-init Llama-3-8B shape (bfloat16)"
+
+
+LLAMA3_8B: dict[str, Any] = {
+    "vocab_size": 128256,
+    "hidden_size": 4096,
+    "intermediate_size": 14336,
+    "num_hidden_layers": 32,
+    "num_attention_heads": 32,
+    "num_key_value_heads": 8,
+    "max_position_embeddings": 8192,
+    "rope_theta": 500000.0,
+    "rms_norm_eps": 1e-5,
+    "tie_word_embeddings": False,
+}
+"""The Llama-3-8B shape (``LlamaConfig`` fields): same compute and weight bytes as the real model."""
+
+
+def random_llama(
+    device: str, dtype: torch.dtype, *, hooked: bool = True, seed: int = 0, **overrides: Any
+) -> tuple[Any, Any, Any]:
+    """``(hooked or None, hf, tokenizer)``: a random-init Llama of the Llama-3-8B shape (fields of
+    ``overrides`` replace the shape's, e.g. ``num_hidden_layers=4``), built directly on ``device``
+    in ``dtype`` (no float32 copy, no host round trip), with its HookedTransformer twin (same
+    weights, unprocessed) and fairlens' byte-level test tokenizer (ids are what the benchmarks use;
+    the tokenizer gives the pad id)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    cfg = LlamaConfig(
-        vocab_size=128256,
-        hidden_size=4096,
-        intermediate_size=14336,
-        num_hidden_layers=32,
-        num_attention_heads=32,
-        num_key_value_heads=8,
-        max_position_embeddings=8192,
-        rope_theta=500000.0,
-        rms_norm_eps=1e-5,
-        tie_word_embeddings=False,
-    )
+    from fairlens.models.tl_adapter import WeightProcessing, hooked_from_hf
+    from fairlens.testing import tiny_tokenizer
+
+    cfg = LlamaConfig(**{**LLAMA3_8B, **overrides})
     cfg.architectures = ["LlamaForCausalLM"]
-    with torch.device(device):
-        hf = LlamaForCausalLM(cfg).to(torch.bfloat16).eval()
+    torch.manual_seed(seed)  # the same random weights every run (CPU and CUDA generators)
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)  # parameters are created in dtype (RoPE buffers stay float32)
+    try:
+        with torch.device(device):
+            hf = LlamaForCausalLM(cfg).eval()
+    finally:
+        torch.set_default_dtype(previous)
     tok = tiny_tokenizer()
-    hooked = hooked_from_hf(
-        hf, tok, processing=WeightProcessing(), dtype=torch.bfloat16, device=device
-    )
-    return hooked, hf, tok, "random-init Llama-3-8B shape (bfloat16)"
+    twin = None
+    if hooked:
+        with torch.device(device):  # TL allocates and initialises its parameters on the device
+            twin = hooked_from_hf(
+                hf, tok, processing=WeightProcessing(), dtype=dtype, device=device
+            )
+    return twin, hf, tok
 
 
 def sync(device: str) -> None:
