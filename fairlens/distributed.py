@@ -245,3 +245,11 @@ def on_main(fn: Callable[[], T]) -> T:
     if outcome[1] is not None:
         raise ConfigError(f"the main process failed: {outcome[1]}")
     return outcome[0]
+
+
+def from_rank(value: T, rank: int) -> T:
+    """Process ``rank``'s ``value`` on every process (the others pass anything, e.g. ``None``)."""
+    w = world()
+    if not w.active:
+        return value
+    return agree(value if w.rank == rank else None)[rank]

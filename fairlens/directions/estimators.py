@@ -26,6 +26,7 @@ from jaxtyping import Float
 from sklearn.base import BaseEstimator
 from torch import Tensor
 
+from fairlens.distributed import from_rank
 from fairlens.errors import ConfigError, NotFittedError
 from fairlens.model_types import Model
 
@@ -251,6 +252,10 @@ class OptimisedDirection(_Direction):
                 neg = labels[rows] == 0
                 if not bool(pos.any()) and not (self.disambig_weight > 0 and bool(neg.any())):
                     continue
+                if not cache.owns(chunk):  # another process holds this chunk: take its step
+                    u.grad = from_rank(None, cache.owner(chunk))
+                    opt.step()
+                    continue
                 v = radius * u / u.norm().clamp_min(1e-12)
                 with torch.enable_grad():
                     _, z = cache.forward_with(chunk, {hook: v})
@@ -269,6 +274,7 @@ class OptimisedDirection(_Direction):
                         loss = loss + self.disambig_weight * ce
                 opt.zero_grad()
                 loss.backward()
+                from_rank(u.grad, cache.owner(chunk))  # the same step on every process
                 opt.step()
             with torch.no_grad():
                 vecs.append((radius * u / u.norm().clamp_min(1e-12)).detach().float().cpu())

@@ -44,6 +44,7 @@ from fairlens.backend import (
     pad_sequences,
     sliding_window,
 )
+from fairlens.distributed import merge_rows, my_share, show, world
 from fairlens.errors import ConfigError
 from fairlens.model_types import HFModel, Model, Tokenizer
 from fairlens.scoring.variant_scorer import (
@@ -182,12 +183,16 @@ class PrefixCache(_Scorer):
         pad = self._pad
         device = model_device(model)
         lengths = [len(s) for s in sequences]
-        self._chunks: list[_Chunk] = []
         self.base_logits = torch.empty(self.n, len(self.read_ids))
         self.base_acts = {h: torch.empty(self.n, self.d_model) for h in self.capture}
         chunks = list(length_sorted_chunks(lengths, batch_size))
+        # several processes: each runs (and keeps the keys and values of) its share of the chunks
+        self._layout = [torch.as_tensor(rows) for rows in chunks]
+        self._owned: dict[int, _Chunk] = {}
+        mine = my_share(range(len(chunks)))
         with torch.no_grad():
-            for rows in tqdm(chunks, desc=desc, disable=not progress, unit="batch"):
+            for index in tqdm(mine, desc=desc, disable=not show(progress), unit="batch"):
+                rows = chunks[index]
                 batch = pad_sequences(
                     [list(sequences[r])[:-1] for r in rows],
                     pad_token_id=pad,
@@ -222,12 +227,16 @@ class PrefixCache(_Scorer):
                 for h in self.capture:
                     self.base_acts[h][chunk.rows] = store[h]
                 if keep_cache:
-                    self._chunks.append(chunk)
-        self.keep_cache = keep_cache
+                    self._owned[index] = chunk
+        merge_rows(self.base_logits, chunks)
+        for h in self.capture:
+            merge_rows(self.base_acts[h], chunks)
+        self.keep_cache = self._kept = keep_cache
 
     @property
     def cache_bytes(self) -> int:
-        return sum(c.nbytes for c in self._chunks)
+        """Memory of the keys and values this process holds."""
+        return sum(c.nbytes for c in self._owned.values())
 
     def _forward(self, chunk: _Chunk, repeat: int, deltas: Mapping[str, Tensor]) -> Tensor:
         """One-token forward of ``repeat`` variants of each chunk row, returning read logits.
@@ -274,13 +283,26 @@ class PrefixCache(_Scorer):
         Differentiable in ``deltas`` when called with grad enabled (used to optimise a direction).
         """
         self._check_kept()
-        chunk = self._chunks[chunk_index]
+        chunk = self._owned.get(chunk_index)
+        if chunk is None:
+            raise ConfigError(
+                f"chunk {chunk_index} of this prefix cache is held by process "
+                f"{self.owner(chunk_index)}, not this one.",
+                "call forward_with only where owns(chunk_index) is true (see owner_value).",
+            )
         b = len(chunk.rows)
         expanded = {h: (d.expand(b, -1) if d.ndim == 1 else d) for h, d in deltas.items()}
         return chunk.rows, self._forward(chunk, 1, expanded)
 
+    def owner(self, chunk_index: int) -> int:
+        """The process that holds the keys and values of a chunk (0 with one process)."""
+        return chunk_index % world().size
+
+    def owns(self, chunk_index: int) -> bool:
+        return chunk_index in self._owned
+
     def _check_kept(self) -> None:
-        if not self._chunks:
+        if not self._kept:
             raise ConfigError(
                 "this prefix cache kept no keys and values (built with keep_cache=False, or "
                 "released), so it cannot score variants.",
@@ -289,14 +311,16 @@ class PrefixCache(_Scorer):
 
     def release(self) -> None:
         """Free the keys and values (the base logits and activations stay)."""
-        self._chunks = []
+        self._owned = {}
+        self._kept = False
 
     @property
     def n_chunks(self) -> int:
-        return len(self._chunks)
+        """Chunks with keys and values to score variants on (all processes' together)."""
+        return len(self._layout) if self._kept else 0
 
     def chunk_rows(self, chunk_index: int) -> Tensor:
-        return self._chunks[chunk_index].rows
+        return self._layout[chunk_index]
 
     def logits(
         self, edits: Sequence[Edit], *, progress: bool = False
@@ -310,14 +334,14 @@ class PrefixCache(_Scorer):
         device = model_device(self.model)
         dtype = next(self.model.parameters()).dtype
         work = []
-        for chunk in self._chunks:
+        for _, chunk in sorted(self._owned.items()):  # this process's chunks
             per = max(1, self.rows_per_pass // len(chunk.rows))
             work += [
                 (chunk, start, min(start + per, len(edits))) for start in range(0, len(edits), per)
             ]
         with torch.no_grad():
             for chunk, start, stop in tqdm(
-                work, desc="variants", disable=not progress, unit="pass"
+                work, desc="variants", disable=not show(progress), unit="pass"
             ):
                 group = edits[start:stop]
                 deltas = {
@@ -330,7 +354,7 @@ class PrefixCache(_Scorer):
                 b = len(chunk.rows)
                 for v in range(len(group)):
                     out[start + v, chunk.rows] = logits[v * b : (v + 1) * b]
-        return out
+        return merge_rows(out, [rows.tolist() for rows in self._layout], dim=1)
 
 
 def make_scorer(

@@ -92,6 +92,23 @@ def main(out: Path) -> None:
     tensors["text_p"] = torch.cat(list(scores.gate_p_unbiased or ()))
     tensors["text_fired"] = torch.cat(list(scores.gate_fired or ())).to(torch.uint8)
     facts["text_gate"] = list(astuple(stats.result()))
+    from fairlens.directions.estimators import OptimisedDirection
+    from fairlens.scoring.letters import letter_token_ids
+    from fairlens.scoring.prefix_cache import PrefixCache
+
+    hooks = ["blocks.0.hook_resid_post", "blocks.2.hook_resid_post"]
+    cache = PrefixCache(hf, seqs, read_ids=letter_token_ids(tok), capture=hooks, tokenizer=tok,
+                        batch_size=2)  # fmt: skip
+    tensors["prefix_base"] = cache.base_logits
+    tensors["prefix_acts"] = cache.base_acts[hooks[1]]
+    edits = [{hooks[0]: vector * k} for k in (0.5, 1.0, 2.0)]
+    tensors["prefix_edits"] = cache.logits(edits)
+    labels = torch.tensor([it.is_ambiguous for it in items], dtype=torch.long)
+    answers = torch.tensor([it.unknown_loc for it in items])
+    opt = OptimisedDirection(steps=7, seed=3).fit(
+        y=labels, cache=cache, answers=answers, hooks=hooks, residual_norms=[1.0, 2.0]
+    )
+    tensors["optimised"] = opt.directions_
     save_file({k: v.contiguous() for k, v in tensors.items()}, out / f"rank{rank}.safetensors")
     (out / f"rank{rank}.json").write_text(json.dumps(facts))
 
