@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from fairlens._version import __version__
@@ -56,10 +57,19 @@ def load_artifact(path: str | Path, kind: str) -> tuple[dict[str, torch.Tensor],
         )
     try:
         meta = json.loads((folder / META).read_text())
-        tensors = load_file(str(folder / TENSORS))
     except (OSError, ValueError) as exc:
         raise ArtifactError(
-            f"Could not read the artifact in {str(folder)!r}: {exc}", "Re-create it."
+            f"{str(folder / META)!r} is not readable JSON ({exc}).",
+            "Re-create the artifact (save it again, or refit it).",
+        ) from exc
+    if not isinstance(meta, dict):
+        raise ArtifactError(f"{str(folder / META)!r} holds no JSON object.", "Re-create it.")
+    try:
+        tensors = load_file(str(folder / TENSORS))
+    except (OSError, ValueError, SafetensorError) as exc:  # truncated / corrupted file
+        raise ArtifactError(
+            f"{str(folder / TENSORS)!r} is truncated or corrupted ({exc}).",
+            "Re-create the artifact (save it again, or refit it).",
         ) from exc
     if meta.get("kind") != kind:
         raise ArtifactError(

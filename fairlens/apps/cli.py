@@ -109,11 +109,11 @@ def _cmd_score(args: argparse.Namespace) -> int:
     from fairlens.scoring.metrics import bbq_metrics
 
     set_threads(args.threads)
+    items = load_bbq(resolve_data_dir(args.data_dir) / "bbq", args.categories)  # before the model
+    items = subsample(items, args.n_per_category, seed=args.seed)
     start = time.perf_counter()
     model = load_model(args.model)
     print(f"model {args.model} loaded in {time.perf_counter() - start:.1f} s", file=sys.stderr)
-    items = load_bbq(resolve_data_dir(args.data_dir) / "bbq", args.categories)
-    items = subsample(items, args.n_per_category, seed=args.seed)
     modes: list[ScoringMode] = ["letter", "loglik"] if args.scoring == "both" else [args.scoring]
     for mode in modes:
         start = time.perf_counter()

@@ -141,6 +141,7 @@ def check_context(model: Model, batch: Batch) -> None:
 
 
 _REAL_TOKENS: ContextVar[Tensor | None] = ContextVar("fairlens_real_tokens", default=None)
+_PADDING: ContextVar[PaddingSide | None] = ContextVar("fairlens_padding", default=None)
 
 
 def real_tokens() -> Bool[Tensor, "batch pos"] | None:
@@ -153,10 +154,19 @@ def real_tokens() -> Bool[Tensor, "batch pos"] | None:
 @contextmanager
 def _running(batch: Batch) -> Iterator[None]:
     token = _REAL_TOKENS.set(batch.attention_mask.bool())
+    side = _PADDING.set(batch.padding_side)
     try:
         yield
     finally:
         _REAL_TOKENS.reset(token)
+        _PADDING.reset(side)
+
+
+def padding_now() -> PaddingSide | None:
+    """The padding side of the batch now running through :func:`forward_logits` /
+    :func:`last_token_logits`, else ``None``: a steerer that edits the last column refuses a
+    right-padded batch, whose last column is a pad for every shorter row."""
+    return _PADDING.get()
 
 
 def forward_logits(model: Model, batch: Batch) -> Float[Tensor, "batch pos d_vocab"]:

@@ -92,7 +92,14 @@ def compute_dsv(
     for ids, pair in zip(prompts, pairs, strict=True):
         for text in (pair.unbiased, pair.biased):
             suffix = text[len(pair.prompt) :]
-            seqs.append(ids + tok.encode(suffix, add_special_tokens=False))
+            answer = tok.encode(suffix, add_special_tokens=False)
+            if len(answer) != 1:  # e.g. SentencePiece's lone "▁" before the letter
+                raise ConfigError(
+                    f"the appended answer {suffix!r} is {len(answer)} tokens ({answer}) with this "
+                    "tokenizer, so the DSV would not be read at the answer letter.",
+                    "use a tokenizer that encodes ' A', ' B' and ' C' as one token each.",
+                )
+            seqs.append(ids + answer)
     extracted = extract_activations(
         model,
         seqs,

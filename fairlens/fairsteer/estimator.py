@@ -42,6 +42,7 @@ from fairlens.directions import DIRECTION_METHODS, Directions, cosine
 from fairlens.errors import ArtifactError, ConfigError
 from fairlens.fairsteer.applying import FittedSteering
 from fairlens.fairsteer.config import FairSteerConfig
+from fairlens.fairsteer.validate import check_artifact
 from fairlens.model_types import Model, Tokenizer
 from fairlens.models import ModelInfo, get_model_info
 from fairlens.scoring.metrics import accuracy
@@ -265,6 +266,7 @@ class FairSteer(FittedSteering):
                 f"format that fairlens {__version__} does not read.",
                 "refit it (fairlens run, or FairSteer(...).fit(...)) and save it again.",
             )
+        check_artifact(path, tensors, meta)
         fs = cls(FairSteerConfig.from_dict(meta["config"]))
         fs.gates_ = {
             name: SweepResult.from_dict(

@@ -70,7 +70,7 @@ def get_model_info(model: Model) -> ModelInfo:
     if not isinstance(info, ModelInfo):
         raise ModelLoadError(
             "This model carries no fairlens ModelInfo (it was not loaded with fairlens.load_model).",
-            "Load it with fairlens.load_model(...) or call fairlens.attach_model_info(model, ...).",
+            "Load it with fairlens.load_model(...) or call fairlens.models.attach_model_info(model, ...).",
         )
     return info
 

@@ -34,7 +34,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from fairlens.backend import add_hooks, parse_hook_name, real_tokens
+from fairlens.backend import add_hooks, padding_now, parse_hook_name, real_tokens
 from fairlens.distributed import counting
 from fairlens.errors import ConfigError
 from fairlens.model_types import Model
@@ -214,6 +214,12 @@ class Steerer:
             window = slice(0, n_pos)
         elif cfg.positions == "generated" or n_pos > 1:
             window = slice(n_pos - 1, n_pos)
+            if n_pos > 1 and not torch.compiler.is_compiling() and padding_now() == "right":
+                raise ConfigError(
+                    "this steerer edits the last column of the batch, and the batch is padded on "
+                    "the right: the last column is a pad for every shorter row.",
+                    "pad on the left (padding_side='left', the default), or steer positions='all'.",
+                )
         else:  # last_prompt and a single-token (generation) step
             return act
         vector, _, _ = self._on(act.device, act.dtype)
