@@ -81,8 +81,16 @@ def _prepare(
         say(_cost_note(cfg, chosen, anchors))
     t = time.perf_counter()
     say(f"loading model {cfg.model!r}")
-    hf_model, tokenizer, _ = load_hf(cfg.model)
+    hf_model, tokenizer, info = load_hf(cfg.model)
     timings["load_model"] = time.perf_counter() - t
+    asked = [*([cfg.fit.layer] if cfg.fit.layer is not None else []), *(cfg.fit.layers or ())]
+    outside = [layer for layer in asked if not 0 <= layer < info.n_layers]
+    if outside:  # before any pass over the data
+        raise ConfigError(
+            f"layer {outside[0]} is out of range for {cfg.model!r}, which has {info.n_layers} "
+            f"layers (0..{info.n_layers - 1}).",
+            f"pass --layer / --layers between 0 and {info.n_layers - 1}.",
+        )
     prep = _Prepared(
         cfg,
         rundir,

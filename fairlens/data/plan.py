@@ -50,7 +50,10 @@ class DataPlan:
         for name in ("probe_per_category", "select_per_category", "eval_per_category", "limit"):
             value = getattr(self, name)
             if value is not None and value < 1:
-                raise ConfigError(f"{name} must be >= 1 or None (all), got {value}.")
+                raise ConfigError(
+                    f"{name} must be >= 1 or None (all), got {value}.",
+                    f"pass --{name.replace('_', '-')} 1 or more, or 'all'.",
+                )
         if not isinstance(self.fractions, dict) or set(self.fractions) != set(DEFAULT_FRACTIONS):
             raise ConfigError(
                 f"fractions must name exactly the splits {sorted(DEFAULT_FRACTIONS)}."

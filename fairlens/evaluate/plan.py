@@ -59,7 +59,10 @@ class PanelPlan:
         for name in ("crows_per_type", "text_n", "mmlu_per_subject", "mc_questions"):
             value = getattr(self, name)
             if value is not None and value < 1:
-                raise ConfigError(f"{name} must be >= 1 or None (all), got {value}.")
+                raise ConfigError(
+                    f"{name} must be >= 1 or None (all), got {value}.",
+                    f"pass --{name.replace('_', '-')} 1 or more, or 'all'.",
+                )
         if self.open_per_category < 0 or self.open_crows_per_type < 0 or self.max_new_tokens < 1:
             raise ConfigError(
                 "open_per_category and open_crows_per_type must be >= 0, max_new_tokens >= 1."

@@ -278,6 +278,9 @@ def gate_fires(
 ) -> Bool[Tensor, " n"]:
     """``P(unbiased | a) < tau`` with ``P = sigmoid(a . coef + intercept)``, as the Steerer computes it."""
     if not 0.0 <= tau <= 1.0 or math.isnan(tau):
-        raise ConfigError(f"tau is a probability threshold in [0, 1], got {tau}.")
+        raise ConfigError(
+            f"tau is a probability threshold in [0, 1], got {tau}.",
+            "pass a tau between 0 and 1.",
+        )
     p = torch.sigmoid(acts.float() @ coef.float() + torch.as_tensor(intercept).float())
     return p < tau

@@ -69,9 +69,15 @@ class SteeringConfig:
                 f"positions must be one of {POSITION_POLICIES}, got {self.positions!r}."
             )
         if not 0.0 <= self.tau <= 1.0:
-            raise ConfigError(f"tau is a probability threshold in [0, 1], got {self.tau}.")
+            raise ConfigError(
+                f"tau is a probability threshold in [0, 1], got {self.tau}.",
+                "pass a tau between 0 and 1 (FairSteer's default is 0.5).",
+            )
         if not isinstance(self.alpha, int | float) or not math.isfinite(self.alpha):
-            raise ConfigError(f"alpha must be a finite number, got {self.alpha!r}.")
+            raise ConfigError(
+                f"alpha must be a finite number, got {self.alpha!r}.",
+                "pass a finite steering strength.",
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
