@@ -122,8 +122,11 @@ def _prepare(
         fit = FitData(hf_model, chosen["probe"], chosen["dsv"], **fit_kwargs)
     fs = None
     if decided(fs_path.is_dir()):
-        fs = FairSteer.load(fs_path, model=hf_model)
-        if fs.config != fcfg:
+        try:
+            fs = FairSteer.load(fs_path, model=hf_model)
+        except ArtifactError as exc:  # damaged or edited: fitted again below
+            say(f"FairSteer in the run folder not usable ({exc.cause}); refitting")
+        if fs is not None and fs.config != fcfg:
             fs = None
     if fs is None:
         say("fitting FairSteer (gates, direction, layer and strength)")

@@ -21,15 +21,15 @@ ROOT = Path(__file__).resolve().parents[2]
 IGNORED = {"timings_s", "seconds", "out_dir", "processes"}  # how long, where, how many: not what
 
 
-def _args(model: Path, out: Path, data_root: Path) -> list[str]:
+def _args(model: Path, out: Path, data_root: Path, *, search: bool = True) -> list[str]:
+    searching = ["--search", "--search-directions", "dsv", "probe", "--search-alphas", "0.4", "1.0"]
     return [
-        "run", "--name", "dp", "--model", str(model), "--out-dir", str(out),
+        "run", *(searching if search else []), "--name", "dp", "--model", str(model), "--out-dir", str(out),
         "--data-dir", str(data_root), "--categories", "Age", "SES",
         "--probe-per-category", "40", "--select-per-category", "6", "--eval-per-category", "6",
         "--alphas", "0.4", "0.8", "--suites", "bbq", "crows", "open_ended",
         "--crows-per-type", "1", "--open-per-category", "1", "--open-crows-per-type", "1",
         "--max-new-tokens", "4", "--methods", "base", "static", "fairsteer", "cast",
-        "--search", "--search-directions", "dsv", "probe", "--search-alphas", "0.4", "1.0",
         "--threads", "1", "--batch-size", "4",
     ]  # fmt: skip
 
@@ -112,3 +112,17 @@ def test_num_processes_below_one_refused(
 ) -> None:
     assert main([*_args(tiny_model_dir, tmp_path, data_root), "--num-processes", "0"]) == 2
     assert "--num-processes must be >= 1" in capsys.readouterr().err
+
+
+def test_damaged_fairsteer_in_the_run_folder_is_refitted(
+    tiny_model_dir: Path, data_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = _args(tiny_model_dir, tmp_path, data_root, search=False)
+    assert main(args) == 0
+    report = json.loads((tmp_path / "dp" / "report.json").read_text())
+    tensors = tmp_path / "dp" / "fairsteer" / "tensors.safetensors"
+    tensors.write_bytes(tensors.read_bytes()[:100])
+    capsys.readouterr()
+    assert main(args) == 0
+    assert "FairSteer in the run folder not usable" in capsys.readouterr().err
+    assert _strip(json.loads((tmp_path / "dp" / "report.json").read_text())) == _strip(report)
