@@ -1,0 +1,138 @@
+"""Property tests of the data parsers on random mutations of real lines (hypothesis): a BBQ jsonl
+file or a CrowS-Pairs csv with one mutated record either loads or raises the documented
+:class:`~fairlens.errors.DataError` (whose message names the file), never anything else."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import tempfile
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from fairlens.data import load_bbq
+from fairlens.data.crows_pairs import load_crows_pairs
+from fairlens.errors import DataError
+
+pytestmark = pytest.mark.integration
+
+SETTINGS = settings(
+    max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True
+)
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-5, 10**6) | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner),
+    max_leaves=6,
+)
+
+
+@pytest.fixture(scope="module")
+def bbq_lines(data_root: Path) -> list[str]:
+    with (data_root / "bbq" / "Age.jsonl").open(encoding="utf-8") as fh:
+        return [next(fh).rstrip("\n") for _ in range(6)]
+
+
+def _text_mutation() -> st.SearchStrategy[tuple[str, int, int, str]]:
+    """``(kind, start, stop, text)``: cut, insert or overwrite a slice of the raw line."""
+    return st.tuples(
+        st.sampled_from(["cut", "insert", "overwrite"]),
+        st.integers(0, 2000),
+        st.integers(0, 2000),
+        st.text(max_size=12),
+    )
+
+
+def _mutate_text(line: str, mutation: tuple[str, int, int, str]) -> str:
+    kind, a, b, text = mutation
+    a, b = sorted((a % (len(line) + 1), b % (len(line) + 1)))
+    if kind == "cut":
+        return line[:a] + line[b:]
+    if kind == "insert":
+        return line[:a] + text + line[a:]
+    return line[:a] + text + line[a + len(text) :]
+
+
+def _load_bbq_with(lines: list[str], index: int, mutated: str) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        body = [mutated if i == index else line for i, line in enumerate(lines)]
+        (folder / "Age.jsonl").write_text("\n".join(body) + "\n", encoding="utf-8")
+        try:
+            items = load_bbq(folder)
+        except DataError as exc:
+            assert "Age.jsonl" in str(exc) or "Age" in str(exc), str(exc)
+            return
+        assert 1 <= len(items) <= len(lines)
+
+
+@SETTINGS
+@given(index=st.integers(0, 5), mutation=_text_mutation())
+def test_bbq_text_mutations_load_or_raise_data_error(bbq_lines, index, mutation) -> None:
+    _load_bbq_with(bbq_lines, index, _mutate_text(bbq_lines[index], mutation))
+
+
+@SETTINGS
+@given(index=st.integers(0, 5), key=st.integers(0, 40), value=JSON_VALUES, drop=st.booleans())
+def test_bbq_field_mutations_load_or_raise_data_error(bbq_lines, index, key, value, drop) -> None:
+    record = json.loads(bbq_lines[index])
+    paths = [(k,) for k in record] + [
+        (k, j) for k, v in record.items() if isinstance(v, dict) for j in v
+    ]
+    path = paths[key % len(paths)]
+    target = record if len(path) == 1 else record[path[0]]
+    if drop:
+        target.pop(path[-1])
+    else:
+        target[path[-1]] = value
+    _load_bbq_with(bbq_lines, index, json.dumps(record))
+
+
+@pytest.fixture(scope="module")
+def crows_rows(data_root: Path) -> tuple[list[str], list[dict[str, str]]]:
+    path = data_root / "crows_pairs" / "crows_pairs_anonymized.csv"
+    with path.open(newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        rows = [next(reader) for _ in range(5)]
+        return list(reader.fieldnames or []), rows
+
+
+@SETTINGS
+@given(row=st.integers(0, 4), column=st.integers(0, 10), value=st.text(max_size=30))
+def test_crows_field_mutations_load_or_raise_data_error(crows_rows, row, column, value) -> None:
+    fields, rows = crows_rows
+    rows = [dict(r) for r in rows]
+    rows[row][fields[column % len(fields)]] = value
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(rows)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "crows_pairs_anonymized.csv"
+        path.write_text(out.getvalue(), encoding="utf-8")
+        try:
+            pairs = load_crows_pairs(path)
+        except DataError as exc:
+            assert "crows_pairs_anonymized.csv" in str(exc), str(exc)
+            return
+        assert len(pairs) == 5
+
+
+@SETTINGS
+@given(mutation=_text_mutation())
+def test_crows_raw_text_mutations_load_or_raise_data_error(crows_rows, mutation) -> None:
+    fields, rows = crows_rows
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(rows)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "crows_pairs_anonymized.csv"
+        path.write_text(_mutate_text(out.getvalue(), mutation), encoding="utf-8")
+        try:
+            load_crows_pairs(path)
+        except DataError as exc:
+            assert "crows_pairs_anonymized.csv" in str(exc), str(exc)
