@@ -100,19 +100,23 @@ def crows_rows(data_root: Path) -> tuple[list[str], list[dict[str, str]]]:
         return list(reader.fieldnames or []), rows
 
 
+def _csv(fields: list[str], rows: list[dict[str, str]]) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()
+
+
 @SETTINGS
 @given(row=st.integers(0, 4), column=st.integers(0, 10), value=st.text(max_size=30))
 def test_crows_field_mutations_load_or_raise_data_error(crows_rows, row, column, value) -> None:
     fields, rows = crows_rows
     rows = [dict(r) for r in rows]
     rows[row][fields[column % len(fields)]] = value
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=fields)
-    writer.writeheader()
-    writer.writerows(rows)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "crows_pairs_anonymized.csv"
-        path.write_text(out.getvalue(), encoding="utf-8")
+        path.write_text(_csv(fields, rows), encoding="utf-8")
         try:
             pairs = load_crows_pairs(path)
         except DataError as exc:
@@ -125,13 +129,9 @@ def test_crows_field_mutations_load_or_raise_data_error(crows_rows, row, column,
 @given(mutation=_text_mutation())
 def test_crows_raw_text_mutations_load_or_raise_data_error(crows_rows, mutation) -> None:
     fields, rows = crows_rows
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=fields)
-    writer.writeheader()
-    writer.writerows(rows)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "crows_pairs_anonymized.csv"
-        path.write_text(_mutate_text(out.getvalue(), mutation), encoding="utf-8")
+        path.write_text(_mutate_text(_csv(fields, rows), mutation), encoding="utf-8")
         try:
             load_crows_pairs(path)
         except DataError as exc:
