@@ -275,13 +275,13 @@ def extract_activations(
             if out is None:
                 out = torch.empty((len(sequences), len(names), stacked.shape[-1]), dtype=dtype)
             out[torch.as_tensor(rows)] = stacked
-    if out is None:  # this process ran no batch: the width comes from the others
-        widths = [w for w in agree(None) if w is not None]
-        if not widths:
-            raise ConfigError("extract_activations got no sequences.")
-        out = torch.empty((len(sequences), len(names), widths[0]), dtype=dtype)
-    elif world().active:
-        agree(out.shape[-1])
-    merge_rows(out, chunks)
+    if world().active:  # a process that ran no batch takes the width from the others
+        widths = [w for w in agree(None if out is None else out.shape[-1]) if w is not None]
+        if out is None and widths:
+            out = torch.empty((len(sequences), len(names), widths[0]), dtype=dtype)
+        if out is not None:
+            merge_rows(out, chunks)
+    if out is None:
+        raise ConfigError("extract_activations got no sequences.")
     ids = tuple(uids) if uids is not None else tuple(f"row{i}" for i in range(len(sequences)))
     return Activations(out, tuple(names), ids, None, position, {"padding_side": padding_side})

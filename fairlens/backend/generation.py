@@ -200,8 +200,9 @@ def generate_greedy(
                 logprobs[r] = tuple(out_lp[j])
                 gate_p[r] = tuple(out_gate[j])
                 gate_fired[r] = tuple(out_fired[j])
-    for values in (tokens, logprobs, gate_p, gate_fired):
-        merge_objects(values, chunks)
+    rows_out = merge_objects(list(zip(tokens, logprobs, gate_p, gate_fired, strict=True)), chunks)
+    tokens = [r[0] for r in rows_out]  # one merge for all four per-row results
+    logprobs, gate_p, gate_fired = ([r[k] for r in rows_out] for k in (1, 2, 3))
     texts = tuple(str(tokenizer.decode(list(t), skip_special_tokens=True)) for t in tokens)
     dynamic = gate is not None and any(agree(bool(gate.history)))
     return Generation(
