@@ -20,6 +20,7 @@ from fairlens.errors import ConfigError
 from fairlens.evaluate.plan import PanelPlan
 from fairlens.evaluate.suites import PanelConfig
 from fairlens.fairsteer.config import FairSteerConfig
+from fairlens.scoring.metrics import METRICS_RULE
 from fairlens.search.plan import SearchPlan
 from fairlens.search.space import SearchSpace
 
@@ -204,7 +205,8 @@ class RunConfig:
         result is one method on one suite), the protocol-relevant fit keys and the model."""
         flat = self.flat()
         keys = [s.key for s in self.config_keys(("panel",)) if s.key not in ("methods", "suites")]
-        return {k: flat[k] for k in ["model", "scoring", "prompt_format", "batch_size", *keys]}
+        settings = {k: flat[k] for k in ["model", "scoring", "prompt_format", "batch_size", *keys]}
+        return {**settings, "bbq_metrics": METRICS_RULE}
 
     def replace(self, **values: Any) -> RunConfig:
         """A copy with flat keys changed."""
