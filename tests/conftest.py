@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import importlib.machinery
+import importlib.util
 import os
 import random
 
@@ -20,6 +23,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from fairlens.data import BBQItem  # noqa: E402
+from fairlens.models import EMBEDDED_MODELS, EmbeddedModel  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -147,3 +151,53 @@ def rejects_ill_typed(error: type[Exception], match: str):
 
         return pytest.raises(TypeCheckError)
     return pytest.raises(error, match=match)
+
+
+@pytest.fixture
+def fake_multipart(tmp_path, monkeypatch):
+    """A factory: ``fake_multipart(chunks, missing=(), size=None, sha256=None)`` registers a fake
+    embedded model split over ``len(chunks)`` "installed" packages under ``tmp_path``."""
+
+    def make(chunks: list[bytes], *, missing=(), size=None, sha256=None):
+        return _fake_multipart(tmp_path, monkeypatch, chunks, missing, size, sha256)
+
+    return make
+
+
+def _fake_multipart(tmp_path, monkeypatch, chunks, missing, size, sha256):
+    """The parts are plain files; ``importlib.util.find_spec`` is patched to point at their folders
+    (parts listed in ``missing`` are reported as not installed), and the cache is ``tmp_path``.
+    """
+    monkeypatch.setenv("FAIRLENS_CACHE", str(tmp_path / "cache"))
+    folders = {}
+    for i, chunk in enumerate(chunks, 1):
+        folder = tmp_path / "site" / f"fake_part{i}"
+        (folder / "data").mkdir(parents=True)
+        (folder / "data" / f"part{i:02d}.bin").write_bytes(chunk)
+        folders[f"fake_part{i}"] = folder
+    real = importlib.util.find_spec
+
+    def find_spec(name, *args):
+        if not name.startswith("fake_part"):
+            return real(name, *args)
+        if name in missing or name not in folders:
+            return None
+        spec = importlib.machinery.ModuleSpec(name, None, is_package=True)
+        spec.submodule_search_locations = [str(folders[name])]
+        return spec
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+    joined = b"".join(chunks)
+    model = EmbeddedModel(
+        name="fake-multipart",
+        package="fake-part{i}",
+        version="1.0",
+        module="fake_part{i}",
+        filename="data/part{i:02d}.bin",
+        description="test model",
+        n_parts=len(chunks),
+        size=len(joined) if size is None else size,
+        sha256=hashlib.sha256(joined).hexdigest() if sha256 is None else sha256,
+    )
+    monkeypatch.setitem(EMBEDDED_MODELS, model.name, model)
+    return model

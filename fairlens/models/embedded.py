@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import importlib.util
+import json
 import os
 import tempfile
 from dataclasses import dataclass
@@ -89,13 +90,15 @@ class EmbeddedModel:
         """Path of the GGUF to load, or :class:`ModelLoadError` with the install command.
 
         One part: the shipped file itself. Several: the joined file in the cache, built (and
-        verified) on the first call; later calls only check its size.
+        verified against the recorded sha256) on the first call. Later calls trust it while its
+        size and modification time equal those stamped when it was verified; a file changed since
+        (cut, overwritten, edited) is joined and verified again.
         """
         paths = self.part_paths()
         if self.n_parts == 1:
             return paths[0]
         dest = self.assembled_path
-        if not (dest.is_file() and dest.stat().st_size == self.size):
+        if not _stamped(dest, self):
             _assemble(self, paths, dest)
         return dest
 
@@ -108,6 +111,24 @@ def _find_package_file(module: str, filename: str) -> Path | None:
         if candidate.is_file():
             return candidate
     return None
+
+
+def _stamp_path(dest: Path) -> Path:
+    return dest.with_name(dest.name + ".verified")
+
+
+def _stamp(dest: Path, model: EmbeddedModel) -> dict[str, object]:
+    stat = dest.stat()
+    return {"sha256": model.sha256, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def _stamped(dest: Path, model: EmbeddedModel) -> bool:
+    """Whether ``dest`` is the file verified last time: right size, unchanged since the stamp."""
+    try:
+        recorded = json.loads(_stamp_path(dest).read_text())
+        return dest.stat().st_size == model.size and recorded == _stamp(dest, model)
+    except (OSError, ValueError):
+        return False
 
 
 def _installed_versions(model: EmbeddedModel) -> str:
@@ -154,8 +175,11 @@ def _assemble(model: EmbeddedModel, parts: list[Path], dest: Path) -> None:
                 f"(installed: {_installed_versions(model)}).",
                 fix,
             )
-        if not (dest.is_file() and dest.stat().st_size == model.size):  # another process won
+        if not _stamped(dest, model):  # else another process finished first
             os.replace(tmp, dest)
+            stamp = _stamp_path(dest).with_name(f".{dest.name}.{os.getpid()}.verified")
+            stamp.write_text(json.dumps(_stamp(dest, model)))
+            os.replace(stamp, _stamp_path(dest))
     finally:
         tmp.unlink(missing_ok=True)
 

