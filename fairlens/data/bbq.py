@@ -12,6 +12,7 @@ Each item also carries its bias target (``target_loc``, ``bias_target_loc``), de
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,6 +119,7 @@ def load_bbq(
     categories: Sequence[str] | None = None,
     *,
     limit_per_category: int | None = None,
+    official_counts: bool = False,
 ) -> list[BBQItem]:
     """Load and validate BBQ items.
 
@@ -128,13 +130,18 @@ def load_bbq(
         limit_per_category: Keep only the first ``n`` items (file order) of each category.
             Intersectional targets still use every item of the file to infer each template's
             stereotyped SES/gender (see :mod:`fairlens.data.targets`), so they do not change.
+        official_counts: Refuse a file whose record count of a kept category differs from the
+            official BBQ release (:data:`BBQ_OFFICIAL_COUNTS`): a cut or edited file would change
+            the template-disjoint splits and every score without notice. The command line sets
+            it; library users who load a subset on purpose leave it off.
 
     Returns:
         Items in file order (files sorted by name).
 
     Raises:
         DataError: Missing path, no jsonl file, a requested category without a file, a malformed
-            line (file, line and field are named) or a duplicated ``example_id``.
+            line (file, line and field are named), a duplicated ``example_id``, or (with
+            ``official_counts``) a file with another record count than the official release.
         ConfigError: Unknown category name or a bad ``limit_per_category``.
     """
     wanted = None if categories is None else check_categories(categories)
@@ -149,6 +156,8 @@ def load_bbq(
     seen: dict[str, str] = {}
     for file in files:
         records = _read_file(file)
+        if official_counts:
+            _check_official_counts(file, records, wanted)
         var2 = infer_template_var2(
             (r["category"], r["question_index"], r["groups"], r["sg"])
             for r in records
@@ -202,6 +211,25 @@ def _find_files(path: str | Path | None, wanted: tuple[str, ...] | None) -> list
     if not files:
         raise DataError(f"{str(path)!r} contains no *.jsonl file.", fix)
     return files
+
+
+def _check_official_counts(
+    file: Path, records: list[dict[str, Any]], wanted: tuple[str, ...] | None
+) -> None:
+    """DataError when ``file`` holds another number of records of a kept category than BBQ's
+    official release (see :func:`load_bbq`'s ``official_counts``)."""
+    found = Counter(rec["category"] for rec in records)
+    for category, n in sorted(found.items()):
+        expected = BBQ_OFFICIAL_COUNTS[category]
+        if (wanted is None or category in wanted) and n != expected:
+            raise DataError(
+                f"{file.name} holds {n} {category} records; the official BBQ file has {expected}, "
+                "so the template-disjoint splits and every score would differ from BBQ's without "
+                "notice.",
+                "restore the official file (`fairlens data fetch bbq --force`, or point --data-dir "
+                "at a full copy); to score fewer items, use the per-category size flags instead "
+                "of cutting the file.",
+            )
 
 
 def _read_file(file: Path) -> list[dict[str, Any]]:
