@@ -48,3 +48,15 @@ def set_threads(n: int | None = None) -> int:
         raise ConfigError(f"threads must be >= 1, got {n}.", "Pass --threads 1 or more.")
     torch.set_num_threads(n)
     return n
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file renamed into place, so an interruption
+    (Ctrl-C, a full disk, a killed job) leaves the old file or the new one, never half of one."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

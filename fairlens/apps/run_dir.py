@@ -16,6 +16,7 @@ from fairlens.apps.run_config import RunConfig
 from fairlens.distributed import on_main
 from fairlens.errors import ConfigError
 from fairlens.evaluate.suites import SUITES, suite_settings
+from fairlens.runtime import write_text_atomic
 
 
 def _split_summary(items: list[Any]) -> dict[str, Any]:
@@ -72,8 +73,8 @@ class _RunDir:
                     "use another --name, or pass --restart to start it again.",
                 )
         digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
-        state.write_text(
-            json.dumps({"fit_settings_sha": digest, "fit_settings": settings}, indent=2)
+        write_text_atomic(
+            state, json.dumps({"fit_settings_sha": digest, "fit_settings": settings}, indent=2)
         )
 
     def panel_done(
@@ -122,7 +123,7 @@ class _RunDir:
                 f"panel results of {suite!r} in the run folder discarded "
                 f"(settings changed: {', '.join(changed)})"
             )
-        record.write_text(json.dumps(settings, indent=2))
+        write_text_atomic(record, json.dumps(settings, indent=2))
         return done
 
     def save_panel(self, suite: str, method: str, result: dict[str, Any]) -> None:

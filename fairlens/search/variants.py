@@ -19,6 +19,7 @@ from fairlens.backend import hook_name
 from fairlens.data import BBQItem
 from fairlens.distributed import launched, on_main
 from fairlens.errors import ConfigError
+from fairlens.runtime import write_text_atomic
 from fairlens.scoring.metrics import bbq_metrics
 from fairlens.scoring.variant_scorer import Edit, VariantScorer
 from fairlens.search.space import (
@@ -260,7 +261,7 @@ class _EditStore:
                     "use another --out-dir, or delete that folder to start again.",
                 )
         else:
-            meta_path.write_text(json.dumps(meta, indent=2, sort_keys=True))
+            write_text_atomic(meta_path, json.dumps(meta, indent=2, sort_keys=True))
 
     def load(self) -> dict[str, np.ndarray]:
         if self._cache is None:
@@ -279,7 +280,7 @@ class _EditStore:
                 good.append(line)
             except (json.JSONDecodeError, KeyError, TypeError):
                 break  # a line cut by an interruption: drop it and what follows
-        self.path.write_text("".join(g + "\n" for g in good))
+        write_text_atomic(self.path, "".join(g + "\n" for g in good))
         return cache
 
     def append(self, key: str, preds: np.ndarray) -> None:
