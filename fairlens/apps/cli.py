@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -47,7 +48,7 @@ def _cmd_data_fetch(args: argparse.Namespace) -> int:
 def _cmd_data_info(args: argparse.Namespace) -> int:
     from collections import Counter
 
-    from fairlens.data import load_bbq, resolve_data_dir
+    from fairlens.data import BBQ_OFFICIAL_COUNTS, load_bbq, resolve_data_dir
 
     root = resolve_data_dir(args.data_dir)
     items = load_bbq(root / "bbq")
@@ -55,10 +56,13 @@ def _cmd_data_info(args: argparse.Namespace) -> int:
     targets = Counter(it.category for it in items if it.target_loc is not None)
     templates = Counter(c for c, _ in {it.template_id for it in items})
     print(f"BBQ in {root / 'bbq'}: {len(items)} items")
-    print(f"{'category':<22}{'items':>7}{'templates':>10}{'with target':>13}")
+    print(f"{'category':<22}{'items':>7}{'templates':>10}{'with target':>13}  official")
     for cat in sorted(counts):
+        official = BBQ_OFFICIAL_COUNTS[cat]
+        mark = "yes" if counts[cat] == official else f"NO ({official} items)"
         print(
-            f"{cat:<22}{counts[cat]:>7}{templates[cat]:>10}{100 * targets[cat] / counts[cat]:>12.1f}%"
+            f"{cat:<22}{counts[cat]:>7}{templates[cat]:>10}"
+            f"{100 * targets[cat] / counts[cat]:>12.1f}%  {mark}"
         )
     return 0
 
@@ -109,7 +113,9 @@ def _cmd_score(args: argparse.Namespace) -> int:
     from fairlens.scoring.metrics import bbq_metrics
 
     set_threads(args.threads)
-    items = load_bbq(resolve_data_dir(args.data_dir) / "bbq", args.categories)  # before the model
+    items = load_bbq(  # before the model
+        resolve_data_dir(args.data_dir) / "bbq", args.categories, official_counts=True
+    )
     items = subsample(items, args.n_per_category, seed=args.seed)
     start = time.perf_counter()
     model = load_model(args.model)
@@ -176,7 +182,9 @@ def _relaunch(args: argparse.Namespace) -> int | None:
     from fairlens.data import load_bbq, resolve_data_dir
 
     cfg = _run_config(args)  # refuse a bad layout before starting n processes
-    items = load_bbq(resolve_data_dir(cfg.data_dir) / "bbq", cfg.data.categories)
+    items = load_bbq(
+        resolve_data_dir(cfg.data_dir) / "bbq", cfg.data.categories, official_counts=True
+    )
     check_processes(choose_splits(cfg, items)[1], n)
     return _launch(n, ["-m", "fairlens", *argv])
 
@@ -339,6 +347,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line_warning(
+    message: Warning | str, category: type[Warning], *_args: Any, **_kw: Any
+) -> None:
+    """Warnings on the command line: one line each, like its errors (no source line)."""
+    text = " ".join(str(message).split())
+    print(f"[fairlens] {category.__name__}: {text}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
@@ -347,14 +363,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exc.code or 0)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        return int(args.func(args))
+        with warnings.catch_warnings():
+            warnings.showwarning = _one_line_warning
+            return int(args.func(args))
     except FairlensError as exc:
         w = launched()
         where = f" (process {w.rank} of {w.size})" if w.active else ""
         print(f"fairlens: error{where}: {exc.one_line()}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("fairlens: interrupted", file=sys.stderr)
+        resumable = hasattr(args, "restart")  # run / search keep each finished stage
+        hint = (
+            " Finished stages are saved in the run folder: rerun the same command to resume "
+            "(--restart starts over)."
+            if resumable
+            else ""
+        )
+        print(f"fairlens: interrupted.{hint}", file=sys.stderr)
         return 130
 
 

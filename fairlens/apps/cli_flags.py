@@ -60,9 +60,14 @@ def _add_run_flags(
 def _run_config(args: argparse.Namespace, **fixed: Any) -> Any:
     """A RunConfig from ``--config``, ``--preset`` and the flags (flags win)."""
     from fairlens.apps.config_keys import flag_values
+    from fairlens.apps.flag_conflicts import check_flags
     from fairlens.apps.run_config import RunConfig
 
-    overrides = {**flag_values(args, RunConfig.config_keys()), **fixed}
+    typed = flag_values(args, RunConfig.config_keys())
+    overrides = {**typed, **fixed}
     if args.config:
-        return RunConfig.from_file(args.config, **overrides)
-    return RunConfig.from_preset(overrides.pop("preset", None), **overrides)
+        cfg = RunConfig.from_file(args.config, **overrides)
+    else:
+        cfg = RunConfig.from_preset(overrides.pop("preset", None), **overrides)
+    check_flags(cfg, set(typed) - set(fixed))
+    return cfg

@@ -40,6 +40,7 @@ from fairlens.evaluate.panel_report import PanelReport
 from fairlens.evaluate.suite_mcqa import load_mc_calibration, load_mc_inputs
 from fairlens.evaluate.suite_unqover import load_unqover_inputs
 from fairlens.fairsteer.estimator import FairSteer
+from fairlens.runtime import write_text_atomic
 from fairlens.search.engine import SearchResult
 from fairlens.steer.fit_data import FitData
 from fairlens.steer.interventions import DEBIAS_INSTRUCTION, METHODS
@@ -112,6 +113,18 @@ def run_pipeline(
         if "unqover" in cfg.panel.suites
         else []
     )
+    crows, open_crows, texts = [], [], {}
+    if "crows" in cfg.panel.suites or "open_ended" in cfg.panel.suites:
+        all_pairs = load_crows_pairs(resolve_data_dir(cfg.data_dir))
+        crows = subsample_pairs(all_pairs, cfg.panel.crows_per_type, seed=cfg.fit.seed)
+        if cfg.panel.open_crows_per_type:
+            open_crows = subsample_pairs(
+                all_pairs, cfg.panel.open_crows_per_type, seed=cfg.fit.seed + 1
+            )
+    if "utility" in cfg.panel.suites and cfg.panel.text_n != 0:
+        texts["neutral"] = load_neutral_texts(
+            cfg.panel.text_file, n=cfg.panel.text_n, seed=cfg.fit.seed
+        )
     prep = _prepare(cfg, progress, say, restart)
     fs, fit, chosen, rundir, timings = prep.fs, prep.fit, prep.chosen, prep.rundir, prep.timings
     hf_model, tokenizer, data_dir = prep.hf_model, prep.tokenizer, prep.data_dir
@@ -140,18 +153,6 @@ def run_pipeline(
 
     # ---------------------------------------------------------------- panel
     t = time.perf_counter()
-    crows, open_crows, texts = [], [], {}
-    if "crows" in cfg.panel.suites or "open_ended" in cfg.panel.suites:
-        all_pairs = load_crows_pairs(data_dir)
-        crows = subsample_pairs(all_pairs, cfg.panel.crows_per_type, seed=cfg.fit.seed)
-        if cfg.panel.open_crows_per_type:
-            open_crows = subsample_pairs(
-                all_pairs, cfg.panel.open_crows_per_type, seed=cfg.fit.seed + 1
-            )
-    if "utility" in cfg.panel.suites and cfg.panel.text_n != 0:
-        texts["neutral"] = load_neutral_texts(
-            cfg.panel.text_file, n=cfg.panel.text_n, seed=cfg.fit.seed
-        )
     ambiguous = [it for it in chosen["eval"] if it.is_ambiguous and it.bias_target_loc is not None]
     open_bbq = (
         subsample(ambiguous, cfg.panel.open_per_category, seed=cfg.fit.seed)
@@ -242,8 +243,8 @@ def run_pipeline(
 
 
 def _write_report(rundir: _RunDir, full: dict[str, Any], markdown: str) -> None:
-    (rundir.path / "report.json").write_text(json.dumps(full, indent=2))
-    (rundir.path / "report.md").write_text(markdown + "\n")
+    write_text_atomic(rundir.path / "report.json", json.dumps(full, indent=2))
+    write_text_atomic(rundir.path / "report.md", markdown + "\n")
 
 
 def _run_search(

@@ -57,7 +57,7 @@ def _prepare(
     timings: dict[str, float] = {}
     threads = set_threads(cfg.threads)
     data_dir = resolve_data_dir(cfg.data_dir)  # every input is checked before the model loads
-    items = load_bbq(data_dir / "bbq", cfg.data.categories)
+    items = load_bbq(data_dir / "bbq", cfg.data.categories, official_counts=True)
     anchors = _mmlu_anchors(cfg, data_dir)
     rundir = _RunDir(cfg, restart)
 

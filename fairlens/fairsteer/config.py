@@ -95,6 +95,12 @@ class FairSteerConfig:
         get_gate(self.gate)
         if self.scope not in ("colon", "band", "all"):
             raise ConfigError(f"scope must be 'colon', 'band' or 'all', got {self.scope!r}.")
+        if self.layer is not None and self.layers is not None and self.layer not in self.layers:
+            raise ConfigError(
+                f"the fixed layer {self.layer} is not among the candidate layers "
+                f"{list(self.layers)}.",
+                "add it to layers (--layers), or drop one of layer / layers.",
+            )
         if self.scope == "band" and self.band_width < 2:
             raise ConfigError(f"band_width must be >= 2, got {self.band_width}.")
         if self.alpha_unit not in ("relative", "absolute"):

@@ -33,6 +33,17 @@ def data_root():
         skip_or_fail(f"data not found: {exc.one_line()}")
 
 
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory):
+    """A tiny random Llama saved as a Hugging Face model folder (a `--model` for the CLI)."""
+    from fairlens.testing import tiny_llama, tiny_tokenizer
+
+    folder = tmp_path_factory.mktemp("tiny-model")
+    tiny_llama().save_pretrained(folder)
+    tiny_tokenizer().save_pretrained(folder)
+    return folder
+
+
 def need_folder(root, name: str):
     """``root``, after checking it holds ``name/`` (skipped, or failed in CI, when it does not)."""
     if not (root / name).is_dir():
