@@ -109,7 +109,10 @@ def _group() -> Any:
     import torch.distributed as dist
 
     if not dist.is_available():
-        raise ConfigError("this torch build has no torch.distributed; run with one process.")
+        raise ConfigError(
+            "this torch build has no torch.distributed.",
+            "run with one process (no --num-processes, torchrun or accelerate launch).",
+        )
     if not dist.is_initialized():
         w = launched()
         minutes = _env_int("FAIRLENS_DIST_TIMEOUT_MIN", 60)
@@ -243,7 +246,10 @@ def on_main(fn: Callable[[], T]) -> T:
     if error is not None:
         raise error
     if outcome[1] is not None:
-        raise ConfigError(f"the main process failed: {outcome[1]}")
+        raise ConfigError(
+            f"the main process failed: {outcome[1]}",
+            "resolve the main process's error quoted here, then rerun.",
+        )
     return outcome[0]
 
 

@@ -22,9 +22,9 @@ __all__ = ["compare", "mcnemar", "paired_bootstrap", "proportion", "wilson"]
 def wilson(k: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
     """Wilson score interval of ``k`` successes in ``n`` trials (95 % by default)."""
     if n <= 0:
-        raise ConfigError("wilson interval of an empty sample.")
+        raise ConfigError("wilson interval of an empty sample.", "pass n >= 1 trials.")
     if not 0 <= k <= n:
-        raise ConfigError(f"k={k} successes out of n={n} is impossible.")
+        raise ConfigError(f"k={k} successes out of n={n} is impossible.", "pass k between 0 and n.")
     p = k / n
     den = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / den
@@ -35,7 +35,10 @@ def wilson(k: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
 def _bool(x: Any, name: str) -> np.ndarray:
     a = np.asarray(x)
     if a.ndim != 1:
-        raise ConfigError(f"{name} must be 1-D (one entry per item); got shape {a.shape}.")
+        raise ConfigError(
+            f"{name} must be 1-D (one entry per item); got shape {a.shape}.",
+            f"pass {name} as a flat array with one boolean per item.",
+        )
     return a.astype(bool)
 
 
@@ -54,7 +57,8 @@ def paired_bootstrap(
     a, b = _bool(correct_a, "correct_a"), _bool(correct_b, "correct_b")
     if a.shape != b.shape or a.size == 0:
         raise ConfigError(
-            f"paired samples must be non-empty and equal in length; got {a.size}, {b.size}."
+            f"paired samples must be non-empty and equal in length; got {a.size}, {b.size}.",
+            "pass two non-empty arrays with one entry per item, in the same item order.",
         )
     diff = b.astype(np.float64) - a.astype(np.float64)
     rng = np.random.default_rng(seed)
@@ -68,7 +72,10 @@ def mcnemar(correct_a: Any, correct_b: Any) -> dict[str, Any]:
     """Exact McNemar test: ``{"b_only", "a_only", "p"}`` (two-sided, binomial on discordant items)."""
     a, b = _bool(correct_a, "correct_a"), _bool(correct_b, "correct_b")
     if a.shape != b.shape:
-        raise ConfigError("paired samples must have equal length.")
+        raise ConfigError(
+            "paired samples must have equal length.",
+            "pass correct_a and correct_b with one entry per item, in the same item order.",
+        )
     b_only = int((b & ~a).sum())
     a_only = int((a & ~b).sum())
     n = a_only + b_only

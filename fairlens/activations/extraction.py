@@ -63,13 +63,18 @@ class Activations:
     def __post_init__(self) -> None:
         if self.acts.ndim != 3 or self.acts.shape[1] != len(self.hook_names):
             raise ConfigError(
-                f"acts must be [n, hooks={len(self.hook_names)}, d], got {tuple(self.acts.shape)}."
+                f"acts must be [n, hooks={len(self.hook_names)}, d], got {tuple(self.acts.shape)}.",
+                "pass acts as [n, hook, d] with one hook slice per entry of hook_names.",
             )
         if self.acts.shape[0] != len(self.uids):
-            raise ConfigError(f"{self.acts.shape[0]} rows but {len(self.uids)} uids.")
+            raise ConfigError(
+                f"{self.acts.shape[0]} rows but {len(self.uids)} uids.",
+                "pass one uid per row of acts.",
+            )
         if self.labels is not None and self.labels.shape != (len(self.uids),):
             raise ConfigError(
-                f"labels must have shape ({len(self.uids)},), got {tuple(self.labels.shape)}."
+                f"labels must have shape ({len(self.uids)},), got {tuple(self.labels.shape)}.",
+                "pass one 0/1 label per row of acts, or labels=None.",
             )
 
     @property
@@ -80,7 +85,8 @@ class Activations:
         """Activations at one hook (full name)."""
         if hook not in self.hook_names:
             raise ConfigError(
-                f"{hook!r} was not extracted; available: {', '.join(self.hook_names)}."
+                f"{hook!r} was not extracted; available: {', '.join(self.hook_names)}.",
+                "pass one of the available hook names, or extract that hook too (hooks=...).",
             )
         return self.acts[:, self.hook_names.index(hook)]
 
@@ -222,7 +228,9 @@ def extract_activations(
         dtype: Storage dtype (float32 default; float16 halves memory for large runs).
     """
     if len(sequences) == 0:
-        raise ConfigError("No sequences to extract activations from.")
+        raise ConfigError(
+            "No sequences to extract activations from.", "pass at least one token sequence."
+        )
     names = resolve_hooks(model, hooks, layers)
     stop = max(parse_hook_name(n)[1] for n in names) + 1
     lengths = [len(s) for s in sequences]
@@ -231,13 +239,15 @@ def extract_activations(
     else:
         if len(read_index) != len(sequences):
             raise ConfigError(
-                f"read_index has {len(read_index)} entries for {len(sequences)} sequences."
+                f"read_index has {len(read_index)} entries for {len(sequences)} sequences.",
+                "pass one read_index per sequence, or read_index=None (the last token).",
             )
         read = [i if i >= 0 else n + i for i, n in zip(read_index, lengths, strict=True)]
         bad = [k for k, (i, n) in enumerate(zip(read, lengths, strict=True)) if not 0 <= i < n]
         if bad:
             raise ConfigError(
-                f"read_index out of range for sequence {bad[0]} (length {lengths[bad[0]]})."
+                f"read_index out of range for sequence {bad[0]} (length {lengths[bad[0]]}).",
+                "keep each read_index within its sequence (negative values count from the end).",
             )
     device = model_device(model)
     store: dict[str, Tensor] = {}

@@ -64,7 +64,9 @@ def extract_to_disk(
         chunk_size: Rows per checkpoint.
     """
     if chunk_size < 1:
-        raise ConfigError(f"chunk_size must be >= 1, got {chunk_size}.")
+        raise ConfigError(
+            f"chunk_size must be >= 1, got {chunk_size}.", "pass chunk_size=1 or more."
+        )
     names = resolve_hooks(model, hooks, layers)
     folder = Path(out_dir)
     folder.mkdir(parents=True, exist_ok=True)
@@ -187,7 +189,10 @@ def _merge_shards(folder: Path, settings: dict[str, Any], n_chunks: int, size: i
     states = [_state(folder / SHARDS / f"rank{r}-of-{size}", settings) for r in range(size)]
     widths = [s["d"] for s in states if s is not None and s["d"] is not None]
     if not widths:
-        raise ArtifactError(f"no shard in {str(folder / SHARDS)!r} holds any activations.")
+        raise ArtifactError(
+            f"no shard in {str(folder / SHARDS)!r} holds any activations.",
+            "pass at least one sequence; otherwise delete out_dir and run extract_to_disk again.",
+        )
     n, names, d = settings["n"], settings["hook_names"], widths[0]
     out = np.memmap(folder / DATA, dtype=np.float16, mode="w+", shape=(n, len(names), d))
     parts = [
@@ -212,7 +217,10 @@ def open_streamed(out_dir: str | Path) -> tuple[np.memmap, list[str]]:
     try:
         state = json.loads((folder / PROGRESS).read_text())
     except (OSError, json.JSONDecodeError) as exc:
-        raise ArtifactError(f"No streamed extraction in {str(folder)!r}: {exc}") from exc
+        raise ArtifactError(
+            f"No streamed extraction in {str(folder)!r}: {exc}",
+            "pass the out_dir of a finished extract_to_disk run.",
+        ) from exc
     if not state.get("complete"):
         raise ArtifactError(
             f"The extraction in {str(folder)!r} is unfinished ({len(state['done'])} chunks done).",

@@ -75,7 +75,10 @@ def _resolve(model: Model, hook: str, head: int | None) -> str:
             )
         n_heads = int(model.cfg.n_heads) if is_hooked(model) else 0  # hook_z exists only in TL
         if not 0 <= head < n_heads:
-            raise HookPointError(f"Head {head} out of range (0..{n_heads - 1}).")
+            raise HookPointError(
+                f"Head {head} out of range (0..{n_heads - 1}).",
+                f"pass head within 0..{n_heads - 1}.",
+            )
     return name
 
 
@@ -147,7 +150,9 @@ def mean_activation(
     """
     name = _resolve(model, hook, None)
     if not sequences:
-        raise ConfigError("mean_activation needs at least one sequence.")
+        raise ConfigError(
+            "mean_activation needs at least one sequence.", "pass at least one token sequence."
+        )
     total: Tensor | None = None
     count = 0
     mask = torch.empty(0)
@@ -183,15 +188,21 @@ def ablate(
     """One entry point for the three ablations (what the notebook helper and the CLI call)."""
     if method == "directional":
         if direction is None or head is not None:
-            raise ConfigError("directional ablation needs direction=... and no head.")
+            raise ConfigError(
+                "directional ablation needs a direction and acts on whole hooks, not heads.",
+                "pass direction=... and head=None; for one head use method='mean' or 'zero'.",
+            )
         return directional_ablation(model, hook, direction)
     if method == "mean":
         if mean is None:
-            raise ConfigError("mean ablation needs mean=... (see mean_activation).")
+            raise ConfigError(
+                "mean ablation needs a reference mean.",
+                "pass mean=mean_activation(model, sequences, hook).",
+            )
         return mean_ablation(model, hook, mean, head=head)
     if method == "zero":
         return zero_ablation(model, hook, head=head)
-    raise ConfigError(f"Unknown ablation {method!r}; valid: 'directional', 'mean', 'zero'.")
+    raise ConfigError(f"Unknown ablation {method!r}.", "use one of: 'directional', 'mean', 'zero'.")
 
 
 @dataclass(frozen=True)

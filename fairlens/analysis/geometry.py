@@ -45,7 +45,10 @@ def cosine_matrix(vectors: Float[Tensor, "k d"]) -> Float[Tensor, "k k"]:
     """Pairwise cosine similarity of the rows of ``vectors`` (0 for zero rows)."""
     v = torch.as_tensor(vectors, dtype=torch.float64)
     if v.ndim != 2:
-        raise ConfigError(f"vectors must be [k, d]; received shape {tuple(v.shape)}.")
+        raise ConfigError(
+            f"vectors must be [k, d]; received shape {tuple(v.shape)}.",
+            "pass a 2-D [k, d] tensor, e.g. torch.stack(list_of_vectors).",
+        )
     return cosine(v[:, None, :], v[None, :, :])
 
 
@@ -143,10 +146,16 @@ def category_dsvs(
 def pooled_dsv(dsvs: Mapping[str, Directions]) -> Directions:
     """The all-category DSV from per-category ones (pair-weighted mean = the DSV over all pairs)."""
     if not dsvs:
-        raise ConfigError("No per-category DSVs to pool.")
+        raise ConfigError(
+            "No per-category DSVs to pool.",
+            "pass the per-category DSVs returned by category_dsvs(...).",
+        )
     first = next(iter(dsvs.values()))
     if any(d.hook_names != first.hook_names for d in dsvs.values()):
-        raise ConfigError("Per-category DSVs were read at different hooks.")
+        raise ConfigError(
+            "Per-category DSVs were read at different hooks.",
+            "compute every category's DSV with the same hooks and layers.",
+        )
     n = sum(d.n_pos for d in dsvs.values())
     vec = sum(d.vectors.double() * d.n_pos for d in dsvs.values()) / n
     assert isinstance(vec, Tensor)
@@ -181,7 +190,9 @@ class MethodCosines:
     def matrix(self, hook: str) -> CosineMatrix:
         """The ``[method, method]`` cosine matrix at one hook."""
         if hook not in self.hook_names:
-            raise ConfigError(f"{hook!r} not in {list(self.hook_names)}.")
+            raise ConfigError(
+                f"{hook!r} not in {list(self.hook_names)}.", "pass one of this result's hook_names."
+            )
         j = self.hook_names.index(hook)
         m = np.eye(len(self.methods))
         for (a, b), v in zip(self.pairs, self.values[:, j], strict=True):
@@ -210,7 +221,10 @@ def method_cosines(
         hook_names: Hook of each row (default: taken from the first :class:`Directions`).
     """
     if len(directions) < 2:
-        raise ConfigError("method_cosines needs at least two methods.")
+        raise ConfigError(
+            "method_cosines needs at least two methods.",
+            "pass directions for two or more methods, e.g. {'dsv': ..., 'probe': ...}.",
+        )
     vecs: dict[str, Tensor] = {}
     names: tuple[str, ...] | None = tuple(hook_names) if hook_names is not None else None
     for method, d in directions.items():
@@ -221,11 +235,17 @@ def method_cosines(
             vecs[method] = torch.as_tensor(d).double()
     shapes = {tuple(v.shape) for v in vecs.values()}
     if len(shapes) != 1:
-        raise ConfigError(f"All directions must have the same [hook, d] shape; got {shapes}.")
+        raise ConfigError(
+            f"All directions must have the same [hook, d] shape; got {shapes}.",
+            "give every method one [d] row per hook, read at the same hooks.",
+        )
     k = next(iter(shapes))[0]
     names = names or tuple(f"row{i}" for i in range(k))
     if len(names) != k:
-        raise ConfigError(f"{len(names)} hook names for {k} direction rows.")
+        raise ConfigError(
+            f"{len(names)} hook names for {k} direction rows.",
+            "pass hook_names with one name per direction row.",
+        )
     methods = tuple(vecs)
     pairs = tuple(combinations(methods, 2))
     values = np.stack([cosine(vecs[a], vecs[b]).numpy() for a, b in pairs])

@@ -119,12 +119,16 @@ def head_sweep_from_acts(
         progress: Show progress bars.
     """
     if any(parse_hook_name(h)[0] != "z" for h in acts.hook_names):
-        raise ConfigError("head_sweep_from_acts needs hook_z activations only.")
+        raise ConfigError(
+            "head_sweep_from_acts needs hook_z activations only.",
+            "pass acts.of_kind('z'), or extract with hooks='z'.",
+        )
     n_kv = int(n_kv_heads or n_heads)
     if n_heads % n_kv or acts.acts.shape[-1] % n_heads:
         raise ConfigError(
             f"n_heads={n_heads} must divide the z width {acts.acts.shape[-1]} and be a multiple "
-            f"of n_key_value_heads={n_kv}."
+            f"of n_key_value_heads={n_kv}.",
+            "pass model.cfg.n_heads and model.cfg.n_key_value_heads as n_heads and n_kv_heads.",
         )
     d_head = acts.acts.shape[-1] // n_heads
     y = np.asarray(labels.numpy() if isinstance(labels, Tensor) else labels).astype(np.int64)

@@ -97,7 +97,10 @@ class LayerCache:
         if not items:
             raise ConfigError("LayerCache needs at least one BBQ item.", "pass a non-empty list.")
         if max_bytes < 0:
-            raise ConfigError(f"max_bytes must be >= 0, got {max_bytes}.")
+            raise ConfigError(
+                f"max_bytes must be >= 0, got {max_bytes}.",
+                "pass max_bytes >= 0 (bytes of memory for cached layers).",
+            )
         self.model = model
         self.items = list(items)
         self.n_layers = int(model.cfg.n_layers)

@@ -57,7 +57,10 @@ def _labels(acts: Activations, labels: Any | None) -> np.ndarray:
         labels = acts.labels
     y = labels.numpy() if isinstance(labels, Tensor) else np.asarray(labels)
     if y.shape != (len(acts.uids),):
-        raise ConfigError(f"Expected {len(acts.uids)} labels, received shape {y.shape}.")
+        raise ConfigError(
+            f"Expected {len(acts.uids)} labels, received shape {y.shape}.",
+            "pass one 0/1 label per row of acts.",
+        )
     return y.astype(np.int64)
 
 
@@ -255,7 +258,8 @@ def projections(
     dirs = torch.as_tensor(directions, dtype=torch.float64)
     if dirs.ndim != 2 or dirs.shape[0] != len(names):
         raise ConfigError(
-            f"directions must be [{len(names)}, d] (one per hook); received {tuple(dirs.shape)}."
+            f"directions must be [{len(names)}, d] (one per hook); received {tuple(dirs.shape)}.",
+            "pass one direction row per hook, or hook_names= naming the rows.",
         )
     unit = dirs / dirs.norm(dim=-1, keepdim=True).clamp_min(1e-30)
     cols = [acts.at(h).double() @ unit[i] for i, h in enumerate(names)]
@@ -322,7 +326,10 @@ def separability_metrics(
             groups=groups, cv_folds=0,
         )  # fmt: skip
     if sweep.hook_names != acts.hook_names:
-        raise ConfigError("sweep was computed on other hooks than acts.")
+        raise ConfigError(
+            "sweep was computed on other hooks than acts.",
+            "pass sweep=None to refit, or a sweep run on acts.hook_names.",
+        )
     _, val = train_val_split(y, groups, val_fraction=sweep.val_fraction, seed=sweep.seed)
     fisher, sil, margin = [], [], []
     sign = 2.0 * y - 1.0

@@ -139,7 +139,10 @@ def strength_utility_curve(
         )
     values = sorted({0.0, *(float(a) for a in alphas)})
     if any(not np.isfinite(a) or a < 0 for a in values):
-        raise ConfigError(f"strengths must be finite and >= 0; got {list(alphas)}.")
+        raise ConfigError(
+            f"strengths must be finite and >= 0; got {list(alphas)}.",
+            "pass alphas that are finite and >= 0.",
+        )
     if not bbq_items or not any(mc.values()):
         raise ConfigError(
             "the strength curve needs BBQ items and at least one multiple-choice suite.",

@@ -66,7 +66,10 @@ class SteererFactory:
     def __post_init__(self) -> None:
         missing = [h for h in self.sweep.hook_names if h not in self.directions.hook_names]
         if missing:
-            raise ConfigError(f"No direction for the swept hooks {missing}.")
+            raise ConfigError(
+                f"No direction for the swept hooks {missing}.",
+                "pass directions read at every hook of sweep.hook_names.",
+            )
 
     def steerer(
         self,
@@ -163,7 +166,9 @@ class SteeringSweep:
     def grid(self, metric: str, mode: str = "dynamic", tau: float | None = None) -> np.ndarray:
         """``[layer, alpha]`` array of ``metric`` for one mode (and ``tau``, default the first)."""
         if metric not in (*METRICS, "gate_rate"):
-            raise ConfigError(f"Unknown metric {metric!r}; valid: {[*METRICS, 'gate_rate']}.")
+            raise ConfigError(
+                f"Unknown metric {metric!r}.", f"use one of: {', '.join([*METRICS, 'gate_rate'])}."
+            )
         tau = self.taus[0] if tau is None else tau
         out = np.full((len(self.layers), len(self.alphas)), np.nan)
         for p in self.points:
@@ -175,7 +180,10 @@ class SteeringSweep:
         """The point of ``mode`` with the highest ``metric`` (lowest |bias| for ``s_*``)."""
         cands = [p for p in self.points if p.mode == mode]
         if not cands:
-            raise ConfigError(f"No {mode!r} points in this sweep.")
+            raise ConfigError(
+                f"No {mode!r} points in this sweep.",
+                "pass a mode that was swept (steering_sweep(modes=...)).",
+            )
         if metric.startswith("s_"):
             return min(cands, key=lambda p: abs(getattr(p, metric)))
         return max(cands, key=lambda p: getattr(p, metric))
@@ -236,9 +244,15 @@ def steering_sweep(
     """
     bad = [m for m in modes if m not in ("dynamic", "static")]
     if bad or not modes:
-        raise ConfigError(f"modes must be 'dynamic' and/or 'static'; received {list(modes)}.")
+        raise ConfigError(
+            f"modes must be 'dynamic' and/or 'static'; received {list(modes)}.",
+            "pass modes=('dynamic',), ('static',) or ('dynamic', 'static').",
+        )
     if not layers or not alphas or not taus:
-        raise ConfigError("layers, alphas and taus must each have at least one value.")
+        raise ConfigError(
+            "layers, alphas and taus must each have at least one value.",
+            "pass at least one value for each of layers, alphas and taus.",
+        )
     _check_templates(items, source, exclude)
     settings: list[tuple[SteerMode, int, float, float]] = []
     for mode, layer, alpha in product(modes, layers, alphas):

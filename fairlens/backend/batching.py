@@ -85,9 +85,15 @@ def pad_sequences(
 ) -> Batch:
     """Pad already-tokenised sequences into a :class:`Batch`."""
     if padding_side not in ("left", "right"):
-        raise ConfigError(f"padding_side must be 'left' or 'right', got {padding_side!r}.")
+        raise ConfigError(
+            f"padding_side must be 'left' or 'right', got {padding_side!r}.",
+            "pass padding_side='left' or padding_side='right'.",
+        )
     if not sequences or any(len(s) == 0 for s in sequences):
-        raise ConfigError("Cannot build a batch from an empty sequence list or an empty sequence.")
+        raise ConfigError(
+            "Cannot build a batch from an empty sequence list or an empty sequence.",
+            "pass at least one sequence, each with at least one token.",
+        )
     lengths = torch.tensor([len(s) for s in sequences], dtype=torch.long)
     width = int(lengths.max())
     ids = torch.full((len(sequences), width), pad_token_id, dtype=torch.long)

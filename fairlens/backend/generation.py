@@ -157,7 +157,9 @@ def generate_greedy(
     """
     _check_model(model)
     if max_new_tokens < 1:
-        raise ConfigError(f"max_new_tokens must be >= 1, got {max_new_tokens}.")
+        raise ConfigError(
+            f"max_new_tokens must be >= 1, got {max_new_tokens}.", "pass max_new_tokens=1 or more."
+        )
     ids = [tokenizer.encode(p, add_special_tokens=False) for p in prompts]
     if any(len(x) == 0 for x in ids):
         raise ConfigError("a prompt is empty after tokenisation.", "pass non-empty prompts.")
@@ -231,7 +233,8 @@ def continuation_logprobs(
     _check_model(model)
     if len(prompts) != len(continuations):
         raise ConfigError(
-            f"{len(prompts)} prompts but {len(continuations)} continuations; pass one per prompt."
+            f"{len(prompts)} prompts but {len(continuations)} continuations.",
+            "pass continuations one per prompt, in the same order.",
         )
     ids = [tokenizer.encode(p, add_special_tokens=False) for p in prompts]
     if any(len(x) == 0 for x in ids):

@@ -140,7 +140,9 @@ def load_neutral_texts(
     ``FAIRLENS_TEXT_CORPUS``, or the cached/downloaded default corpus; ``n`` seeded picks.
     """
     if n is not None and n < 1:
-        raise ConfigError(f"n must be >= 1 or None, got {n}.")
+        raise ConfigError(
+            f"n must be >= 1 or None, got {n}.", "pass n=1 or more, or n=None for every paragraph."
+        )
     source = path or os.environ.get(ENV_VAR)
     if source is None:
         text = _read_member(fetch_neutral_corpus())

@@ -141,7 +141,10 @@ def subsample_pairs(
     if per_type is None:
         return list(pairs)
     if per_type < 1:
-        raise ConfigError(f"per_type must be >= 1 or None, got {per_type}.")
+        raise ConfigError(
+            f"per_type must be >= 1 or None, got {per_type}.",
+            "pass per_type=1 or more, or per_type=None to keep all pairs.",
+        )
     rng = random.Random(seed)
     by_type: dict[str, list[CrowsPair]] = {}
     for pair in pairs:

@@ -56,10 +56,14 @@ class DataPlan:
                 )
         if not isinstance(self.fractions, dict) or set(self.fractions) != set(DEFAULT_FRACTIONS):
             raise ConfigError(
-                f"fractions must name exactly the splits {sorted(DEFAULT_FRACTIONS)}."
+                f"fractions must name exactly the splits {sorted(DEFAULT_FRACTIONS)}.",
+                "give fractions one share per split (and no others) in the config file.",
             )
         if self.mmlu_anchors < 0:
-            raise ConfigError(f"mmlu_anchors must be >= 0, got {self.mmlu_anchors}.")
+            raise ConfigError(
+                f"mmlu_anchors must be >= 0, got {self.mmlu_anchors}.",
+                "pass --mmlu-anchors 0 or more.",
+            )
 
     def caps(self) -> dict[str, int | None]:
         """Items per category taken from each split (None: all; ``limit`` applied)."""

@@ -153,7 +153,9 @@ def few_shot_examples(pool: Sequence[BBQItem], k: int = 8, *, seed: int = 0) -> 
         ConfigError: ``k`` < 1 or a pool smaller than ``k``.
     """
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ConfigError(f"k must be a positive integer, got {k!r}.")
+        raise ConfigError(
+            f"k must be a positive integer, got {k!r}.", "pass an int k >= 1 (the paper uses 8)."
+        )
     unique = {item.uid: item for item in pool}
     if len(unique) < k:
         raise ConfigError(
@@ -228,7 +230,10 @@ def contrastive_pairs(
     """
     n = n_per_category
     if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
-        raise ConfigError(f"n_per_category must be a positive integer or None, got {n!r}.")
+        raise ConfigError(
+            f"n_per_category must be a positive integer or None, got {n!r}.",
+            "pass an int n_per_category >= 1, or None to keep every item.",
+        )
     usable: dict[str, list[BBQItem]] = defaultdict(list)
     for item in items:
         if (

@@ -81,9 +81,15 @@ def _check_fractions(fractions: Mapping[str, float]) -> list[tuple[str, float]]:
         raise ConfigError("fractions is empty.", 'pass e.g. {"probe": 0.5, "eval": 0.5}.')
     for name, value in pairs:
         if not isinstance(name, str) or not name:
-            raise ConfigError(f"split names must be non-empty strings, got {name!r}.")
+            raise ConfigError(
+                f"split names must be non-empty strings, got {name!r}.",
+                "name each split with a non-empty string, e.g. 'probe'.",
+            )
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"fraction of split {name!r} must be a number, got {value!r}.")
+            raise ConfigError(
+                f"fraction of split {name!r} must be a number, got {value!r}.",
+                "give each split's fraction as a number, e.g. 0.5.",
+            )
         if not math.isfinite(value) or value <= 0:
             raise ConfigError(
                 f"fraction of split {name!r} must be positive, got {value!r}.",
@@ -198,9 +204,15 @@ def subsample(
         Selected items sorted by ``(category, example_id)``.
     """
     if isinstance(n_per_category, bool) or not isinstance(n_per_category, int):
-        raise ConfigError(f"n_per_category must be an integer, got {n_per_category!r}.")
+        raise ConfigError(
+            f"n_per_category must be an integer, got {n_per_category!r}.",
+            "pass n_per_category as an int, e.g. 10.",
+        )
     if n_per_category < 1:
-        raise ConfigError(f"n_per_category must be at least 1, got {n_per_category}.")
+        raise ConfigError(
+            f"n_per_category must be at least 1, got {n_per_category}.",
+            "pass n_per_category=1 or more.",
+        )
     by_category: dict[str, list[BBQItem]] = defaultdict(list)
     for item in items:
         by_category[item.category].append(item)

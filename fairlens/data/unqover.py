@@ -207,7 +207,10 @@ def generate_unqover(
     subj1, subj2, templates, attributes, combos, pairs = _space(root, dataset)
     total = len(pairs) * len(combos)
     if not 1 <= n <= total:
-        raise DataError(f"asked for {n} {dataset} instances; the dataset has {total}.")
+        raise DataError(
+            f"asked for {n} {dataset} instances; the dataset has {total}.",
+            f"pass n within 1..{total} (count_unqover gives the dataset size).",
+        )
     rng = np.random.default_rng(seed)
     chosen = sorted(rng.choice(total, size=n, replace=False).tolist())
     out = []

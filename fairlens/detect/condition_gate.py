@@ -54,9 +54,15 @@ def _xy(X: Any, y: Any, what: str) -> tuple[np.ndarray, np.ndarray]:
             "pass one activation row per label.",
         )
     if not np.isfinite(x).all():
-        raise ConfigError(f"{what}: the activations contain NaN or infinite values.")
+        raise ConfigError(
+            f"{what}: the activations contain NaN or infinite values.",
+            "drop or fix the rows with NaN or infinite values first.",
+        )
     if not np.isin(labels, (0, 1)).all():
-        raise ConfigError(f"{what}: labels must be 0 (steer) or 1 (leave alone).")
+        raise ConfigError(
+            f"{what}: labels must be 0 (steer) or 1 (leave alone).",
+            "encode steer as 0 and leave alone as 1.",
+        )
     counts = np.bincount(labels.astype(np.int64), minlength=2)
     if counts.min() < MIN_PER_CLASS_GATE:
         raise ConfigError(
@@ -90,7 +96,10 @@ class ConditionGate(BaseEstimator):
         diff = x[labels == 0].mean(0) - x[labels == 1].mean(0)
         norm = float(np.linalg.norm(diff))
         if not norm > 0:
-            raise ConfigError("condition gate fit: the two classes have the same mean activation.")
+            raise ConfigError(
+                "condition gate fit: the two classes have the same mean activation.",
+                "fit on other labelled rows (or more items), or use another gate.",
+            )
         self.direction_ = diff / norm
         self.n_fit_ = {"steer": int((labels == 0).sum()), "leave": int((labels == 1).sum())}
         return self
@@ -156,7 +165,10 @@ class ConditionGate(BaseEstimator):
         a steerer with threshold ``tau`` (``sigmoid(a @ coef + intercept) < tau``)."""
         self._check()
         if not 0 < tau < 1:
-            raise ConfigError(f"tau must be in (0, 1) for a condition gate; got {tau}.")
+            raise ConfigError(
+                f"tau must be in (0, 1) for a condition gate; got {tau}.",
+                "pass tau strictly between 0 and 1, e.g. 0.5.",
+            )
         coef = -torch.as_tensor(self.direction_, dtype=torch.float32)
         theta = self.threshold_ if math.isfinite(self.threshold_) else -1e30
         return coef, torch.tensor(theta + math.log(tau / (1 - tau)), dtype=torch.float32)

@@ -93,7 +93,10 @@ def gate_labels(
     """``(keep, y)`` of gate ``name`` for items answered with ``predictions``."""
     preds = np.asarray(predictions, dtype=np.int64)
     if preds.shape != (len(items),):
-        raise ConfigError(f"{len(items)} items but predictions of shape {preds.shape}.")
+        raise ConfigError(
+            f"{len(items)} items but predictions of shape {preds.shape}.",
+            "pass one prediction (answer index) per item.",
+        )
     return get_gate(name).labels(items, preds)
 
 

@@ -101,7 +101,10 @@ def probe_sweep(
         else tuple(hook_names)
     )
     if len(names) != n_layers:
-        raise ConfigError(f"hook_names has {len(names)} entries but acts has {n_layers} layers.")
+        raise ConfigError(
+            f"hook_names has {len(names)} entries but acts has {n_layers} layers.",
+            "Pass one hook name per layer entry, or hook_names=None.",
+        )
     train, val = train_val_split(y, grp, val_fraction=val_fraction, seed=seed)
     dev = torch.device(device) if device is not None else X.device
     Xl = X.to(dev).transpose(0, 1)  # [layer, batch, d_model]
@@ -169,10 +172,14 @@ def _validate(
     y = labels.detach().cpu().numpy() if isinstance(labels, Tensor) else np.asarray(labels)
     if y.ndim != 1 or y.shape[0] != X.shape[0]:
         raise ConfigError(
-            f"labels must have shape [{X.shape[0]}] (one per row of acts); received {y.shape}."
+            f"labels must have shape [{X.shape[0]}] (one per row of acts); received {y.shape}.",
+            "Pass one label per row of acts.",
         )
     if y.dtype.kind == "f" and not np.isfinite(y).all():
-        raise ConfigError("labels contain NaN or infinite values.")
+        raise ConfigError(
+            "labels contain NaN or infinite values.",
+            "Drop or fix the rows with NaN or infinite labels first.",
+        )
     values = sorted(set(np.unique(y).tolist()))
     if not set(values) <= {0, 1}:
         raise ConfigError(
@@ -188,21 +195,34 @@ def _validate(
             "Label more examples (or use more BBQ items) so both classes are represented.",
         )
     if not 0.0 < val_fraction < 1.0:
-        raise ConfigError(f"val_fraction must be in (0, 1); received {val_fraction}.")
+        raise ConfigError(
+            f"val_fraction must be in (0, 1); received {val_fraction}.",
+            "Pass val_fraction strictly between 0 and 1, e.g. 0.2.",
+        )
     if cv_folds != 0 and cv_folds < 2:
-        raise ConfigError(f"cv_folds must be 0 (off) or >= 2; received {cv_folds}.")
+        raise ConfigError(
+            f"cv_folds must be 0 (off) or >= 2; received {cv_folds}.",
+            "Pass cv_folds=0 to turn CV off, or 2 or more.",
+        )
     if solver not in ("batched", "sklearn"):
-        raise ConfigError(f"Unknown solver {solver!r}; expected 'batched' or 'sklearn'.")
+        raise ConfigError(
+            f"Unknown solver {solver!r}; expected 'batched' or 'sklearn'.",
+            "Pass solver='batched' or solver='sklearn'.",
+        )
     grp = None
     if groups is not None:
         grp = np.asarray(groups)
         if grp.shape != (X.shape[0],):
             raise ConfigError(
                 f"groups must have one entry per example ({X.shape[0]}); "
-                f"received shape {grp.shape}."
+                f"received shape {grp.shape}.",
+                "Pass one group id per row of acts.",
             )
         if len(np.unique(grp)) < 2:
-            raise ConfigError("groups has a single group; a group split needs at least 2.")
+            raise ConfigError(
+                "groups has a single group; a group split needs at least 2.",
+                "Pass groups with at least 2 distinct ids, or groups=None.",
+            )
     return X, y, grp
 
 

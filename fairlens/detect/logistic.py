@@ -87,10 +87,14 @@ def fit_logistic_batched(
     n_layers, n, d = X.shape
     if not C > 0 or max_iter < 1 or not tol > 0:
         raise ConfigError(
-            f"Need C > 0, max_iter >= 1, tol > 0; received {C=}, {max_iter=}, {tol=}."
+            f"Need C > 0, max_iter >= 1, tol > 0; received {C=}, {max_iter=}, {tol=}.",
+            "Pass C > 0, max_iter >= 1 and tol > 0.",
         )
     if method not in ("auto", "newton", "newton-cg"):
-        raise ConfigError(f"Unknown method {method!r}; expected 'auto', 'newton' or 'newton-cg'.")
+        raise ConfigError(
+            f"Unknown method {method!r}; expected 'auto', 'newton' or 'newton-cg'.",
+            "Pass method='auto', 'newton' or 'newton-cg'.",
+        )
     device = X.device
     yy = _per_layer(y, n_layers, n, device, "y")
     sw = torch.ones(n) if sample_weight is None else sample_weight
@@ -98,14 +102,17 @@ def fit_logistic_batched(
     if not bool(((yy == 0) | (yy == 1)).all()):
         raise ConfigError("y must contain only 0 and 1.", "Encode unbiased as 1 and biased as 0.")
     if bool((sw < 0).any()):
-        raise ConfigError("sample_weight must be non-negative.")
+        raise ConfigError(
+            "sample_weight must be non-negative.", "Pass sample_weight >= 0 for every example."
+        )
     use_cg = method == "newton-cg" or (method == "auto" and d > _NEWTON_MAX_D)
     opts = _Opts(float(C), bool(fit_intercept), int(max_iter), float(tol), use_cg)
     if init is not None:
         if tuple(init[0].shape) != (n_layers, d) or tuple(init[1].shape) != (n_layers,):
             raise ConfigError(
                 f"init must be (coef [{n_layers}, {d}], intercept [{n_layers}]); received "
-                f"{tuple(init[0].shape)} and {tuple(init[1].shape)}."
+                f"{tuple(init[0].shape)} and {tuple(init[1].shape)}.",
+                "Pass init from a fit with the same layers and d_model, or init=None.",
             )
         init = (init[0].to(device, torch.float64), init[1].to(device, torch.float64))
     p = d + int(fit_intercept)
@@ -133,7 +140,8 @@ def _per_layer(v: Any, n_layers: int, n: int, device: torch.device, name: str) -
     if t.shape == (n_layers, n):
         return t
     raise ConfigError(
-        f"{name} must have shape [{n}] or [{n_layers}, {n}] to match X; received {tuple(t.shape)}."
+        f"{name} must have shape [{n}] or [{n_layers}, {n}] to match X; received {tuple(t.shape)}.",
+        f"Pass {name} with one entry per row of X (or one row per layer).",
     )
 
 

@@ -45,7 +45,10 @@ def _as_2d_float(X: Any, name: str = "X") -> np.ndarray:
             "Select one layer (e.g. acts[:, layer]) and flatten any other axes.",
         )
     if not np.issubdtype(arr.dtype, np.number) and arr.dtype != np.bool_:
-        raise ConfigError(f"{name} must be numeric; received dtype {arr.dtype}.")
+        raise ConfigError(
+            f"{name} must be numeric; received dtype {arr.dtype}.",
+            f"Convert {name} to a float array or tensor.",
+        )
     arr = arr.astype(np.float64, copy=False)
     if not np.isfinite(arr).all():
         raise ConfigError(
@@ -96,10 +99,14 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         if ya.ndim != 1 or ya.shape[0] != Xa.shape[0]:
             raise ConfigError(
                 f"y must be 1-D with one label per row of X ({Xa.shape[0]}); "
-                f"received shape {ya.shape}."
+                f"received shape {ya.shape}.",
+                "Pass one label per row of X.",
             )
         if ya.dtype.kind not in "biuf":
-            raise ConfigError(f"y must be numeric 0/1 labels; received dtype {ya.dtype}.")
+            raise ConfigError(
+                f"y must be numeric 0/1 labels; received dtype {ya.dtype}.",
+                "Map your labels to {0, 1} first.",
+            )
         labels = {int(v) if float(v).is_integer() else v for v in np.unique(ya).tolist()}
         if not labels <= {0, 1}:
             raise ConfigError(
@@ -191,10 +198,14 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         if c.ndim not in (1, 2) or (c.ndim == 2 and c.shape[0] != 1) or i.size != 1:
             raise ConfigError(
                 f"Expected coef [d_model] or [1, d_model] and a scalar intercept; received coef "
-                f"{c.shape} and intercept {i.shape}."
+                f"{c.shape} and intercept {i.shape}.",
+                "Pass coef as [d_model] (or [1, d_model]) and intercept as a single number.",
             )
         if not (np.isfinite(c).all() and np.isfinite(i).all()):
-            raise ConfigError("Probe weights contain NaN or infinite values.")
+            raise ConfigError(
+                "Probe weights contain NaN or infinite values.",
+                "Pass finite coef and intercept (refit the probe if they came out NaN).",
+            )
         probe = cls(C=C)
         probe._set_fitted(c.reshape(-1), float(i.reshape(())))
         return probe

@@ -80,7 +80,8 @@ class SweepResult:
             raise ConfigError(
                 f"SweepResult fields disagree on the number of layers: layers={k}, "
                 f"hook_names={len(self.hook_names)}, scores={len(self.scores)}, "
-                f"coef={tuple(self.coef.shape)}, intercept={tuple(self.intercept.shape)}."
+                f"coef={tuple(self.coef.shape)}, intercept={tuple(self.intercept.shape)}.",
+                "Give hook_names, scores, coef and intercept one entry per layer.",
             )
 
     def best_layer(self) -> int:
@@ -99,7 +100,8 @@ class SweepResult:
         """The fitted :class:`LinearProbe` of ``layer`` (a layer index, not a position)."""
         if layer not in self.layers:
             raise ConfigError(
-                f"Layer {layer} was not part of this sweep; swept layers: {list(self.layers)}."
+                f"Layer {layer} was not part of this sweep; swept layers: {list(self.layers)}.",
+                "Pass one of the swept layers, or sweep that layer too.",
             )
         i = self.layers.index(layer)
         return LinearProbe.from_weights(self.coef[i], self.intercept[i], C=self.C)

@@ -54,7 +54,8 @@ class Directions:
     def at(self, hook: str) -> Float[Tensor, " d"]:
         if hook not in self.hook_names:
             raise ConfigError(
-                f"No direction for {hook!r}; available: {', '.join(self.hook_names)}."
+                f"No direction for {hook!r}; available: {', '.join(self.hook_names)}.",
+                "pass one of the available hook names, or compute the direction at that hook too.",
             )
         return self.vectors[self.hook_names.index(hook)]
 
@@ -129,7 +130,10 @@ def mean_difference(acts: Activations, method: str = "mean_difference") -> Direc
     y = acts.labels
     n_pos, n_neg = int((y == 1).sum()), int((y == 0).sum())
     if n_pos == 0 or n_neg == 0:
-        raise ConfigError(f"Need both classes; got {n_pos} unbiased and {n_neg} biased rows.")
+        raise ConfigError(
+            f"Need both classes; got {n_pos} unbiased and {n_neg} biased rows.",
+            "label rows of both classes (1 unbiased, 0 biased), e.g. with more items.",
+        )
     vec = acts.acts[y == 1].mean(0) - acts.acts[y == 0].mean(0)
     return Directions(vec, acts.hook_names, method, acts.position, n_pos, n_neg)
 
@@ -143,7 +147,10 @@ def dsv_at_colon(acts: Activations) -> Directions:
 def pca_direction(acts: Activations) -> Directions:
     """First principal component per hook, signed to point from biased to unbiased rows."""
     if acts.labels is None:
-        raise ConfigError("pca_direction needs labelled activations (to fix the sign).")
+        raise ConfigError(
+            "pca_direction needs labelled activations (to fix the sign).",
+            "pass acts.with_labels(labels).",
+        )
     y = acts.labels
     vecs = []
     for h in range(acts.acts.shape[1]):
@@ -186,7 +193,9 @@ def project_out(
     u = torch.as_tensor(direction, dtype=torch.float32).flatten()
     norm = float(u.norm())
     if not 0.0 < norm < float("inf"):  # also refuses NaN
-        raise ConfigError("the ablation direction is zero or not finite.")
+        raise ConfigError(
+            "the ablation direction is zero or not finite.", "pass a finite, non-zero direction."
+        )
     u = u / norm
 
     def fn(act: Float[Tensor, "... d"]) -> Float[Tensor, "... d"]:

@@ -44,10 +44,15 @@ def _as_xy(X: Any, y: Any) -> tuple[Tensor, Tensor]:
         raise ConfigError("X contains NaN or infinite values.", "drop or fix those rows first.")
     labels = torch.as_tensor(np.asarray(y)).long().flatten()
     if labels.shape[0] != x.shape[0]:
-        raise ConfigError(f"{x.shape[0]} rows of X but {labels.shape[0]} labels.")
+        raise ConfigError(
+            f"{x.shape[0]} rows of X but {labels.shape[0]} labels.", "pass one label per row of X."
+        )
     values = set(labels.unique().tolist())
     if not values <= {0, 1}:
-        raise ConfigError(f"labels must be 0 or 1; got {sorted(values)[:5]}.")
+        raise ConfigError(
+            f"labels must be 0 or 1; got {sorted(values)[:5]}.",
+            "encode unbiased rows as 1 and biased rows as 0.",
+        )
     if len(values) < 2:
         raise ConfigError(
             f"need rows of both classes; got only class {values.pop() if values else '-'}.",
@@ -89,7 +94,10 @@ class MeanDifference(_Direction):
     ) -> MeanDifference:
         x, labels = _as_xy(X, y)
         if self.balance and groups is None:
-            raise ConfigError("balance=True needs groups (e.g. the answer letter of each row).")
+            raise ConfigError(
+                "balance=True needs groups (e.g. the answer letter of each row).",
+                "pass groups=... to fit(), or use balance=False.",
+            )
         sides = []
         for cls in (1, 0):
             mask = labels == cls
@@ -204,15 +212,27 @@ class OptimisedDirection(_Direction):
             residual_norms: Mean residual norm at each hook (sets the vector's norm).
         """
         if self.steps < 1 or not self.norm > 0 or not self.lr > 0:
-            raise ConfigError("steps must be >= 1 and norm, lr > 0.")
+            raise ConfigError(
+                "steps must be >= 1 and norm, lr > 0.",
+                "pass steps >= 1, norm > 0 and lr > 0 to OptimisedDirection(...).",
+            )
         if len(residual_norms) != len(hooks):
-            raise ConfigError(f"{len(hooks)} hooks but {len(residual_norms)} residual norms.")
+            raise ConfigError(
+                f"{len(hooks)} hooks but {len(residual_norms)} residual norms.",
+                "pass one residual norm per hook.",
+            )
         labels = torch.as_tensor(np.asarray(y)).long()
         answers = torch.as_tensor(answers).long()
         if labels.shape != (cache.n,) or answers.shape != (cache.n,):
-            raise ConfigError(f"y and answers must have one entry per cached prompt ({cache.n}).")
+            raise ConfigError(
+                f"y and answers must have one entry per cached prompt ({cache.n}).",
+                "pass one y and one answer per cached prompt, in the cache's row order.",
+            )
         if not bool((labels == 1).any()):
-            raise ConfigError("no y = 1 rows (ambiguous items) to raise the unknown margin on.")
+            raise ConfigError(
+                "no y = 1 rows (ambiguous items) to raise the unknown margin on.",
+                "include ambiguous fit items (y = 1 rows) in the cache.",
+            )
         gen = torch.Generator().manual_seed(self.seed)
         d = cache.d_model
         vecs = []

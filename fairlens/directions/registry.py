@@ -60,7 +60,9 @@ class DirectionMethod:
 
     def __post_init__(self) -> None:
         if self.recipe not in RECIPES:
-            raise ConfigError(f"unknown recipe {self.recipe!r}; valid: {', '.join(RECIPES)}.")
+            raise ConfigError(
+                f"unknown recipe {self.recipe!r}.", f"use one of: {', '.join(RECIPES)}."
+            )
 
 
 DIRECTION_METHODS: dict[str, DirectionMethod] = {}

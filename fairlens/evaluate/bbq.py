@@ -101,7 +101,7 @@ def evaluate(
     """
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
-        raise ConfigError(f"Unknown methods {unknown}; valid: {list(METHODS)}.")
+        raise ConfigError(f"Unknown methods {unknown}.", f"use some of: {', '.join(METHODS)}.")
     if fairsteer is None and any(METHODS[m] for m in methods):
         raise ConfigError(
             "Steered methods need a fitted FairSteer.", "Pass fairsteer=FairSteer(...).fit(...)."

@@ -78,14 +78,20 @@ class PanelSettings:
                 f"unknown methods {bad}.", f"use some of: {', '.join(PANEL_METHODS)}."
             )
         if not self.methods:
-            raise ConfigError("the panel needs at least one method and one suite.")
+            raise ConfigError(
+                "the panel needs at least one method and one suite.",
+                "name at least one method (--methods) and one suite (--suites).",
+            )
         if self.bbq_protocol not in BBQ_PROTOCOLS:
             raise ConfigError(
                 f"unknown BBQ protocol {self.bbq_protocol!r}.",
                 f"use one of: {', '.join(BBQ_PROTOCOLS)}.",
             )
         if self.max_new_tokens < 1 or self.batch_size < 1 or self.gen_batch_size < 1:
-            raise ConfigError("max_new_tokens and batch sizes must be >= 1.")
+            raise ConfigError(
+                "max_new_tokens and batch sizes must be >= 1.",
+                "pass max_new_tokens, batch_size and gen_batch_size of 1 or more.",
+            )
 
 
 def gate_rates(fired: Sequence[Tensor] | None) -> tuple[float | None, float | None]:

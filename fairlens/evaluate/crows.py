@@ -41,7 +41,10 @@ class CrowsScores:
         sums = scored.sums.tolist()
         k = len(pairs)
         if len(sums) != 2 * k:
-            raise ConfigError(f"expected {2 * k} scored sentences for {k} pairs, got {len(sums)}.")
+            raise ConfigError(
+                f"expected {2 * k} scored sentences for {k} pairs, got {len(sums)}.",
+                "pass the text_logprobs of crows_texts(pairs) for these same pairs.",
+            )
         return cls(tuple(p.pair_id for p in pairs), tuple(sums[:k]), tuple(sums[k:]))
 
 

@@ -266,7 +266,10 @@ def run_open_ended(
         raise ConfigError("no open-ended prompts.", "check the item selection (ambiguous items).")
     sources = {p.source for p in prompts}
     if len(sources) != 1:
-        raise ConfigError(f"prompts mix sources {sorted(sources)}; run one source at a time.")
+        raise ConfigError(
+            f"prompts mix sources {sorted(sources)}.",
+            "run one source at a time (group the prompts by .source).",
+        )
     gen = generate_greedy(
         model,
         tokenizer,

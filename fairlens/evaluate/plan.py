@@ -65,12 +65,19 @@ class PanelPlan:
                 )
         if self.open_per_category < 0 or self.open_crows_per_type < 0 or self.max_new_tokens < 1:
             raise ConfigError(
-                "open_per_category and open_crows_per_type must be >= 0, max_new_tokens >= 1."
+                "open_per_category and open_crows_per_type must be >= 0, max_new_tokens >= 1.",
+                "pass --open-per-category, --open-crows-per-type >= 0 and --max-new-tokens >= 1.",
             )
         if self.unqover_per_dataset < 1:
-            raise ConfigError(f"unqover_per_dataset must be >= 1, got {self.unqover_per_dataset}.")
+            raise ConfigError(
+                f"unqover_per_dataset must be >= 1, got {self.unqover_per_dataset}.",
+                "pass --unqover-per-dataset 1 or more.",
+            )
         if self.eval_backend not in ("tl", "hf"):
-            raise ConfigError(f"eval_backend must be 'tl' or 'hf', got {self.eval_backend!r}.")
+            raise ConfigError(
+                f"eval_backend must be 'tl' or 'hf', got {self.eval_backend!r}.",
+                "pass --eval-backend hf or --eval-backend tl.",
+            )
         self.config()  # validates the method and suite names
 
     def config(

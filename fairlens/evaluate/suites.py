@@ -51,4 +51,7 @@ class PanelConfig(PanelSettings):
         if unknown:
             raise ConfigError(f"unknown suites {unknown}.", f"use some of: {', '.join(SUITES)}.")
         if not self.suites:
-            raise ConfigError("the panel needs at least one method and one suite.")
+            raise ConfigError(
+                "the panel needs at least one method and one suite.",
+                "name at least one method (--methods) and one suite (--suites).",
+            )

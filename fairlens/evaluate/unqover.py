@@ -43,7 +43,10 @@ def comparative_bias(scores: np.ndarray) -> np.ndarray:
     """
     s = np.asarray(scores, dtype=np.float64)
     if s.ndim != 4 or s.shape[1:] != (2, 2, 2):
-        raise ConfigError(f"scores must have shape [n, 2, 2, 2], got {s.shape}.")
+        raise ConfigError(
+            f"scores must have shape [n, 2, 2, 2], got {s.shape}.",
+            "pass scores[n, order, polarity, subject] with 2 entries on each of the last 3 axes.",
+        )
     b = 0.5 * (s[:, 0, 0, :] + s[:, 1, 0, :]) - 0.5 * (s[:, 0, 1, :] + s[:, 1, 1, :])
     return 0.5 * (b[:, 0] - b[:, 1])  # B(x1|x2,a) - B(x2|x1,a), halved
 
@@ -85,10 +88,16 @@ def unqover_metrics(
     (``delta_ci``; the same resampled instances for both)."""
     c = comparative_bias(scores)
     if len(instances) != c.shape[0]:
-        raise ConfigError(f"{len(instances)} instances but {c.shape[0]} score rows.")
+        raise ConfigError(
+            f"{len(instances)} instances but {c.shape[0]} score rows.",
+            "pass one score row per instance, in the same order.",
+        )
     c_base = None if base_scores is None else comparative_bias(base_scores)
     if c_base is not None and c_base.shape != c.shape:
-        raise ConfigError(f"base scores have {c_base.shape[0]} rows, scores {c.shape[0]}.")
+        raise ConfigError(
+            f"base scores have {c_base.shape[0]} rows, scores {c.shape[0]}.",
+            "pass base_scores of the same instances as scores.",
+        )
     by_dataset: dict[str, list[int]] = defaultdict(list)
     for i, inst in enumerate(instances):
         by_dataset[inst.dataset].append(i)

@@ -81,7 +81,10 @@ class FittedSteering:
             return alpha * v
         norm = float(v.norm())
         if not norm > 0:
-            raise ConfigError(f"the direction at {hook} is zero; a relative strength is undefined.")
+            raise ConfigError(
+                f"the direction at {hook} is zero; a relative strength is undefined.",
+                "pass layer= another fitted layer, or refit on more items.",
+            )
         return alpha * float(self.residual_norms_[self.dsv_.hook_names.index(hook)]) / norm * v
 
     def steerer(
@@ -102,7 +105,8 @@ class FittedSteering:
         missing = [n for n in names if n not in self.dsv_.hook_names]
         if missing:
             raise ConfigError(
-                f"Layer(s) {missing} were not fitted; fitted layers: {list(self.sweep_.layers)}."
+                f"Layer(s) {missing} were not fitted; fitted layers: {list(self.sweep_.layers)}.",
+                "pass a fitted layer (for scope='band', one whose whole band was fitted).",
             )
         strength = self.alpha_ if alpha is None else alpha
         gate = self.gates_[cfg.gate]

@@ -84,17 +84,21 @@ class FairSteerConfig:
     def __post_init__(self) -> None:
         if self.hook_kind not in HOOK_KINDS or self.hook_kind == "z":
             raise ConfigError(
-                f"hook_kind must be a residual-width hook ({', '.join(k for k in HOOK_KINDS if k != 'z')}), "
-                f"got {self.hook_kind!r}."
+                f"hook_kind must be a residual-width hook, got {self.hook_kind!r}.",
+                f"use one of: {', '.join(k for k in HOOK_KINDS if k != 'z')}.",
             )
         if self.selection not in SELECTIONS:
             raise ConfigError(
-                f"selection must be one of {', '.join(SELECTIONS)}, got {self.selection!r}."
+                f"selection must be one of {', '.join(SELECTIONS)}, got {self.selection!r}.",
+                "pass one of those, e.g. selection='search' (the default).",
             )
         get_direction_method(self.direction)
         get_gate(self.gate)
         if self.scope not in ("colon", "band", "all"):
-            raise ConfigError(f"scope must be 'colon', 'band' or 'all', got {self.scope!r}.")
+            raise ConfigError(
+                f"scope must be 'colon', 'band' or 'all', got {self.scope!r}.",
+                "pass scope='colon', 'band' or 'all'.",
+            )
         if self.layer is not None and self.layers is not None and self.layer not in self.layers:
             raise ConfigError(
                 f"the fixed layer {self.layer} is not among the candidate layers "
@@ -102,19 +106,29 @@ class FairSteerConfig:
                 "add it to layers (--layers), or drop one of layer / layers.",
             )
         if self.scope == "band" and self.band_width < 2:
-            raise ConfigError(f"band_width must be >= 2, got {self.band_width}.")
+            raise ConfigError(
+                f"band_width must be >= 2, got {self.band_width}.",
+                "pass band_width=2 or more, or scope='colon'.",
+            )
         if self.alpha_unit not in ("relative", "absolute"):
             raise ConfigError(
-                f"alpha_unit must be 'relative' or 'absolute', got {self.alpha_unit!r}."
+                f"alpha_unit must be 'relative' or 'absolute', got {self.alpha_unit!r}.",
+                "pass alpha_unit='relative' or 'absolute'.",
             )
         if self.scoring not in ("letter", "loglik"):
-            raise ConfigError(f"scoring must be 'letter' or 'loglik', got {self.scoring!r}.")
+            raise ConfigError(
+                f"scoring must be 'letter' or 'loglik', got {self.scoring!r}.",
+                "pass scoring='letter' or 'loglik'.",
+            )
         if self.batch_size < 1:
-            raise ConfigError("batch_size must be >= 1.")
+            raise ConfigError("batch_size must be >= 1.", "pass batch_size=1 or more.")
         from fairlens.search.space import SelectionRule, _finite_tuple
 
         if not self.alphas:
-            raise ConfigError("alphas needs at least one value.")
+            raise ConfigError(
+                "alphas needs at least one value.",
+                "pass at least one alpha, e.g. alphas=(0.1, 0.2, 0.4, 0.8).",
+            )
         _finite_tuple("alphas", self.alphas, low=0.0)
         SelectionRule(margin=self.margin)  # validates the margin
         SteeringConfig(alpha=self.strength, tau=self.tau)  # validates alpha/tau
@@ -141,7 +155,10 @@ class FairSteerConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ConfigError(f"Unknown FairSteer config keys: {unknown}; valid: {sorted(known)}.")
+            raise ConfigError(
+                f"Unknown FairSteer config keys: {unknown}.",
+                f"use only: {', '.join(sorted(known))}.",
+            )
         data = dict(data)
         for key in ("layers", "alphas"):
             if data.get(key) is not None:

@@ -199,7 +199,10 @@ def pca_grid(
     if colour_by == "category" and categories is None:
         from fairlens.errors import ConfigError
 
-        raise ConfigError("colour_by='category' needs categories=[...] (one per row).")
+        raise ConfigError(
+            "colour_by='category' needs the category of each row.",
+            "pass categories=[...] (one per row), or colour_by='label'.",
+        )
     k = len(pca.hook_names)
     idx = sorted({round(i) for i in np.linspace(0, k - 1, min(k, max_panels))})
     cols = min(4, len(idx))
@@ -261,7 +264,10 @@ def projection_histograms(
     if proj.labels is None:
         from fairlens.errors import ConfigError
 
-        raise ConfigError("projection_histograms needs labelled projections.")
+        raise ConfigError(
+            "projection_histograms needs labelled projections.",
+            "project labelled activations: projections(acts.with_labels(labels), ...).",
+        )
     k = len(proj.hook_names)
     idx = sorted({round(i) for i in np.linspace(0, k - 1, min(k, max_panels))})
     cols = min(3, len(idx))

@@ -42,11 +42,15 @@ class LetterPrior:
         (default all ``k``): a letter's mean is taken over the rows that offer it."""
         if logits.ndim != 2 or logits.shape[0] == 0:
             raise ConfigError(
-                f"letter calibration needs [n >= 1, k] logits; got {tuple(logits.shape)}."
+                f"letter calibration needs [n >= 1, k] logits; got {tuple(logits.shape)}.",
+                "pass a 2-D [n, k] tensor of letter logits with at least one row.",
             )
         x = logits.detach().double().cpu()
         if not bool(torch.isfinite(x).all()):
-            raise ConfigError("letter calibration: the calibration logits are not finite.")
+            raise ConfigError(
+                "letter calibration: the calibration logits are not finite.",
+                "drop the rows with NaN or infinite logits before fitting.",
+            )
         n, k = x.shape
         offers = (
             torch.ones(n, k, dtype=torch.bool)

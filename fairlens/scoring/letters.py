@@ -225,7 +225,10 @@ def score_items(
             "Pass --scoring letter or --scoring loglik.",
         )
     if reduction not in ("mean", "sum"):
-        raise ConfigError(f"reduction must be 'mean' or 'sum', got {reduction!r}.")
+        raise ConfigError(
+            f"reduction must be 'mean' or 'sum', got {reduction!r}.",
+            "pass reduction='mean' or 'sum'.",
+        )
     if len(items) == 0:
         raise ConfigError("No items to score.", "Check the data selection (categories, limits).")
     tok = resolve_tokenizer(model, tokenizer)

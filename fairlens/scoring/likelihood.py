@@ -89,7 +89,7 @@ def text_logprobs(
             (and, for a dynamic gate, P(unbiased) there) is returned.
     """
     if not texts:
-        raise ConfigError("no texts to score.")
+        raise ConfigError("no texts to score.", "pass at least one text.")
     context = start_ids(tokenizer)
     if lead := instruction_lead(prefix):
         context = context + tokenizer.encode(lead, add_special_tokens=False)

@@ -104,7 +104,10 @@ def score_mc(
     padded, so a steerer's last column is every row's last prompt token.
     """
     if len(items) != len(prompts):
-        raise ConfigError(f"{len(items)} items but {len(prompts)} prompts.")
+        raise ConfigError(
+            f"{len(items)} items but {len(prompts)} prompts.",
+            "pass one prompt per item, in the same order.",
+        )
     letters = torch.tensor(
         mc_letter_ids(tokenizer, max((len(it.choices) for it in items), default=1))
     )

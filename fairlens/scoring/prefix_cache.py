@@ -167,7 +167,10 @@ class PrefixCache(_Scorer):
                 "score it with FullPromptScorer.",
             )
         if rows_per_pass < 1 or batch_size < 1:
-            raise ConfigError("batch_size and rows_per_pass must be >= 1.")
+            raise ConfigError(
+                "batch_size and rows_per_pass must be >= 1.",
+                "pass batch_size and rows_per_pass of 1 or more.",
+            )
         window = sliding_window(model)
         if window is not None and max(len(q) for q in sequences) > window:
             raise ConfigError(

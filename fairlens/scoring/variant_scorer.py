@@ -268,7 +268,8 @@ def compose_dynamic(
     if base.shape != steered.shape or fire.shape != base.shape[:1]:
         raise ConfigError(
             f"shapes disagree: base {tuple(base.shape)}, steered {tuple(steered.shape)}, "
-            f"gate {tuple(fire.shape)}."
+            f"gate {tuple(fire.shape)}.",
+            "pass base and steered logits of the same [n, k] shape and one gate decision per row.",
         )
     return torch.where(fire[:, None], steered, base)
 

@@ -113,7 +113,10 @@ def patching_ceiling(
     check_scorer(instr, items)
     missing = [h for h in hooks if h not in scorer.base_acts or h not in instr.base_acts]
     if missing:
-        raise ConfigError(f"patching needs the activations at {missing} in both scorers.")
+        raise ConfigError(
+            f"patching needs the activations at {missing} in both scorers.",
+            "build both scorers with fit.build_scorer(...), which captures every fitted layer.",
+        )
     edits: list[Edit] = [{h: instr.base_acts[h] - scorer.base_acts[h]} for h in hooks]
     logits = scorer.logits(edits)
     base_preds = scorer.base_logits.argmax(-1).numpy()

@@ -90,7 +90,10 @@ class SearchResult:
         for ref in self.references.values():
             if ref["row"]["key"] == key:
                 return ref["row"]
-        raise ConfigError(f"no variant {key!r} in this search.")
+        raise ConfigError(
+            f"no variant {key!r} in this search.",
+            "pass the key of one of this result's rows or references.",
+        )
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SearchResult:
@@ -300,7 +303,10 @@ def run_search(
     patch: dict[str, Any] = {}
     bad_splits = [p for p in patching if p not in ("select", "eval")]
     if bad_splits:
-        raise ConfigError(f"patching splits must be 'select' and/or 'eval'; got {bad_splits}.")
+        raise ConfigError(
+            f"patching splits must be 'select' and/or 'eval'; got {bad_splits}.",
+            "pass patching=('select', 'eval'), a subset of it, or () to skip it.",
+        )
     if "select" in patching:
         say("patching ceiling on the selection split")
         patch["select"] = patching_ceiling(fit, select_items, scorer)

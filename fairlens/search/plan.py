@@ -49,13 +49,19 @@ class SearchPlan:
 
     def __post_init__(self) -> None:
         if self.layer_stride < 1:
-            raise ConfigError(f"search_layer_stride must be >= 1, got {self.layer_stride}.")
+            raise ConfigError(
+                f"search_layer_stride must be >= 1, got {self.layer_stride}.",
+                "pass --search-layer-stride 1 or more.",
+            )
         bad = [s for s in self.scopes if s not in SCOPES]
         if bad:
             raise ConfigError(f"unknown search scopes {bad}.", f"use some of: {', '.join(SCOPES)}.")
         bad = [s for s in self.patching if s not in ("select", "eval")]
         if bad:
-            raise ConfigError(f"search_patching takes 'select' and 'eval', got {bad}.")
+            raise ConfigError(
+                f"search_patching takes 'select' and 'eval', got {bad}.",
+                "pass --search-patching select eval, one of them, or nothing.",
+            )
 
     def spaces(self, n_layers: int, band_width: int = 3) -> tuple[SearchSpace, list[SearchSpace]]:
         """The grid for a model of ``n_layers``: the main space and the band space (if any)."""

@@ -34,7 +34,9 @@ def _finite_tuple(name: str, values: Sequence[float], *, low: float | None = Non
         if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
             raise ConfigError(f"{name} must be finite numbers; got {v!r}.", f"fix --{name}.")
         if low is not None and v < low:
-            raise ConfigError(f"{name} must be >= {low}; got {v!r}.")
+            raise ConfigError(
+                f"{name} must be >= {low}; got {v!r}.", f"pass only {name} of {low} or more."
+            )
 
 
 @dataclass(frozen=True)
@@ -69,7 +71,10 @@ class SearchSpace:
     def __post_init__(self) -> None:
         for name in ("directions", "alphas", "scopes", "modes", "taus", "gates"):
             if not getattr(self, name):
-                raise ConfigError(f"the search space needs at least one value in {name}.")
+                raise ConfigError(
+                    f"the search space needs at least one value in {name}.",
+                    f"pass at least one value for {name}.",
+                )
         for d in self.directions:
             get_direction_method(d)
         for g in self.gates:
@@ -77,9 +82,15 @@ class SearchSpace:
         _finite_tuple("alphas", self.alphas, low=0.0)
         _finite_tuple("taus", self.taus, low=0.0)
         if any(t > 1 for t in self.taus):
-            raise ConfigError(f"taus are probabilities in [0, 1]; got {list(self.taus)}.")
+            raise ConfigError(
+                f"taus are probabilities in [0, 1]; got {list(self.taus)}.",
+                "pass taus between 0 and 1, e.g. (0.5,).",
+            )
         if self.alpha_unit not in ALPHA_UNITS:
-            raise ConfigError(f"alpha_unit must be one of {ALPHA_UNITS}; got {self.alpha_unit!r}.")
+            raise ConfigError(
+                f"alpha_unit must be one of {ALPHA_UNITS}; got {self.alpha_unit!r}.",
+                "pass alpha_unit='relative' or 'absolute'.",
+            )
         bad = [s for s in self.scopes if s not in SCOPES]
         if bad:
             raise ConfigError(f"unknown scopes {bad}.", f"use some of: {', '.join(SCOPES)}.")
@@ -87,7 +98,10 @@ class SearchSpace:
         if bad:
             raise ConfigError(f"unknown modes {bad}.", f"use some of: {', '.join(MODES)}.")
         if self.band_width < 2 and "band" in self.scopes:
-            raise ConfigError(f"band_width must be >= 2; got {self.band_width}.")
+            raise ConfigError(
+                f"band_width must be >= 2; got {self.band_width}.",
+                "pass band_width=2 or more, or drop 'band' from scopes.",
+            )
         if self.layers is not None and not self.layers:
             raise ConfigError("layers is empty.", "pass None (all fitted layers) or some layers.")
 
@@ -120,10 +134,15 @@ class SelectionRule:
         for name in (self.metric, *([self.constraint] if self.constraint else [])):
             if name not in ("acc_ambig", "acc_disambig", "acc_overall"):
                 raise ConfigError(
-                    f"selection metrics are accuracies (acc_ambig, acc_disambig, acc_overall); got {name!r}."
+                    f"selection metrics are accuracies; got {name!r}.",
+                    "use acc_ambig, acc_disambig or acc_overall for metric and constraint "
+                    "(or constraint=None).",
                 )
         if not math.isfinite(self.margin) or self.margin < 0:
-            raise ConfigError(f"margin must be a finite number >= 0; got {self.margin!r}.")
+            raise ConfigError(
+                f"margin must be a finite number >= 0; got {self.margin!r}.",
+                "pass a finite margin >= 0, e.g. 0.02.",
+            )
 
     def describe(self) -> str:
         head = f"highest {self.metric}"
@@ -236,6 +255,7 @@ def expand(space: SearchSpace, fitted_layers: Sequence[int], n_layers: int) -> l
                                 out.append(replace(base, mode="dynamic", gate=gate, tau=float(tau)))
     if not out:
         raise ConfigError(
-            "the search space has no variant (e.g. every band runs past the last layer)."
+            "the search space has no variant (e.g. every band runs past the last layer).",
+            "add a non-band scope, a smaller band_width, or fit every layer the bands cover.",
         )
     return out

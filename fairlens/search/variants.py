@@ -124,7 +124,8 @@ def score_variants(
     missing = [h for h in needed if h not in scorer.base_acts]
     if missing:
         raise ConfigError(
-            f"the scorer did not capture {missing}; build it with capture=those hooks."
+            f"the scorer did not capture {missing}.",
+            "pass scorer=None, or build it with capture= those hooks (fit.scorer_for(items) does).",
         )
     base_preds = scorer.base_logits.argmax(-1).numpy()
     base_row = {**_row(items, base_preds, base_preds), **_gate_rates(items, None), "key": "base"}

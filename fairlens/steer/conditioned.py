@@ -72,7 +72,8 @@ class ConditionedSteering:
         inner = self.base.steerer(mode=mode, alpha=alpha, tau=tau, positions=positions, layer=layer)
         if inner.hook_name != self.hook_name_:
             raise ConfigError(
-                f"the condition gate was fitted at {self.hook_name_}, not {inner.hook_name}."
+                f"the condition gate was fitted at {self.hook_name_}, not {inner.hook_name}.",
+                "omit layer= (steer at the gate's hook), or fit a gate at that layer's hook.",
             )
         coef, intercept = self.gate.linear_gate(inner.config.tau)
         return Steerer(inner.hook_name, inner.vector, coef, intercept, inner.config, inner.band)

@@ -203,7 +203,10 @@ class FitData(FitPasses):
             return torch.cat([instr, self.acts.acts]), np.array([1] * n + [0] * n), None
         if name == "pairs":
             return self._pair_acts()
-        raise ConfigError(f"recipe {name!r} has no activation data (it runs the model).")
+        raise ConfigError(
+            f"recipe {name!r} has no activation data (it runs the model).",
+            "call .direction(<method name>) instead, e.g. .direction('optimised').",
+        )
 
     def save(self, path: str | Path) -> Path:
         """Write activations, predictions and everything fitted so far (safetensors + JSON)."""

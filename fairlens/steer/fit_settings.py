@@ -74,15 +74,19 @@ class FitSettings:
 
     def __post_init__(self) -> None:
         if self.scoring not in ("letter", "loglik"):
-            raise ConfigError(f"scoring must be 'letter' or 'loglik', got {self.scoring!r}.")
+            raise ConfigError(
+                f"scoring must be 'letter' or 'loglik', got {self.scoring!r}.",
+                "pass scoring='letter' or 'loglik'.",
+            )
         if self.few_shot_too and self.prompt_format != "zero_shot":
             raise ConfigError(
-                "few_shot_too adds 8-shot data to zero-shot fitting; use zero_shot prompts."
+                "few_shot_too adds 8-shot data to zero-shot fitting.",
+                "pass prompt_format='zero_shot', or few_shot_too=None.",
             )
         if self.layers is not None and not self.layers:
             raise ConfigError("no candidate layers.", "pass layers=None (all) or a list of layers.")
         if self.batch_size < 1:
-            raise ConfigError("batch_size must be >= 1.")
+            raise ConfigError("batch_size must be >= 1.", "pass batch_size=1 or more.")
 
     @classmethod
     def of(cls, **settings: Any) -> FitSettings:

@@ -63,10 +63,14 @@ class SteeringConfig:
 
     def __post_init__(self) -> None:
         if self.mode not in STEER_MODES:
-            raise ConfigError(f"mode must be one of {STEER_MODES}, got {self.mode!r}.")
+            raise ConfigError(
+                f"mode must be one of {STEER_MODES}, got {self.mode!r}.",
+                "pass mode='dynamic', 'static' or 'off'.",
+            )
         if self.positions not in POSITION_POLICIES:
             raise ConfigError(
-                f"positions must be one of {POSITION_POLICIES}, got {self.positions!r}."
+                f"positions must be one of {POSITION_POLICIES}, got {self.positions!r}.",
+                "pass positions='generated', 'last_prompt' or 'all'.",
             )
         if not 0.0 <= self.tau <= 1.0:
             raise ConfigError(
@@ -168,16 +172,21 @@ class Steerer:
     ) -> None:
         if vector.ndim != 1 or coef.shape != vector.shape:
             raise ConfigError(
-                f"vector and coef must both be [d_model]; got {tuple(vector.shape)} and {tuple(coef.shape)}."
+                f"vector and coef must both be [d_model]; got {tuple(vector.shape)} and "
+                f"{tuple(coef.shape)}.",
+                "pass vector and coef as 1-D tensors of the same width (d_model).",
             )
         for name, vec in band:
             if vec.shape != vector.shape:
                 raise ConfigError(
-                    f"band vector at {name} has shape {tuple(vec.shape)}; expected {tuple(vector.shape)}."
+                    f"band vector at {name} has shape {tuple(vec.shape)}; "
+                    f"expected {tuple(vector.shape)}.",
+                    "pass band vectors of the same width as vector.",
                 )
             if parse_hook_name(name)[1] <= parse_hook_name(hook_name)[1]:
                 raise ConfigError(
-                    f"band hook {name} must be at a later layer than the gated hook {hook_name}."
+                    f"band hook {name} must be at a later layer than the gated hook {hook_name}.",
+                    "pass band hooks at layers after the gated hook's layer.",
                 )
         for what, t in (("vector", vector), ("coef", coef), *((n, v) for n, v in band)):
             if not bool(torch.isfinite(t).all()):

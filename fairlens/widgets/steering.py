@@ -71,7 +71,10 @@ class SteeringExplorer(Explorer):
             raise ConfigError("the steering explorer needs a fitted direction source.",
                               "pass sources={'dsv': fairsteer} (a fitted FairSteer).")  # fmt: skip
         if not layers or not alphas:
-            raise ConfigError("the grid needs at least one layer and one alpha.")
+            raise ConfigError(
+                "the grid needs at least one layer and one alpha.",
+                "pass at least one layer (layers=...) and one alpha (alphas=...).",
+            )
         w = self._w
         self.items, self.sources = list(items), dict(sources)
         self.layers, self.alphas = [int(x) for x in layers], [float(a) for a in alphas]
