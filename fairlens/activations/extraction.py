@@ -292,6 +292,8 @@ def extract_activations(
         if out is not None:
             merge_rows(out, chunks)
     if out is None:
-        raise ConfigError("extract_activations got no sequences.")
+        raise RuntimeError(
+            "extract_activations: no process produced rows (a bug: empty input is refused above)."
+        )
     ids = tuple(uids) if uids is not None else tuple(f"row{i}" for i in range(len(sequences)))
     return Activations(out, tuple(names), ids, None, position, {"padding_side": padding_side})

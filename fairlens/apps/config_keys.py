@@ -232,7 +232,10 @@ def coerce(spec: ConfigKey, value: Any, source: str) -> Any:
         raise ConfigError(f"{source}: {spec.key!r} cannot be null.", f"give a {_name(kind)}.")
     if get_origin(kind) is tuple:
         if not isinstance(value, list | tuple):
-            raise ConfigError(f"{source}: {spec.key!r} must be a list, got {value!r}.")
+            raise ConfigError(
+                f"{source}: {spec.key!r} must be a list, got {value!r}.",
+                f"give a list, e.g. [{value!r}].",
+            )
         return tuple(_scalar(spec, get_args(kind)[0], v, source) for v in value)
     return _scalar(spec, kind, value, source)
 

@@ -56,9 +56,15 @@ class FigureSizes:
     def __post_init__(self) -> None:
         for name in ("steer_items_per_category", "category_pairs", "sweep_layers"):
             if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}.")
+                raise ConfigError(
+                    f"{name} must be >= 1, got {getattr(self, name)}.",
+                    f"pass --{name.replace('_', '-')} 1 or more.",
+                )
         if self.sweep_alphas is not None and not self.sweep_alphas:
-            raise ConfigError("sweep_alphas must have at least one value.")
+            raise ConfigError(
+                "sweep_alphas must have at least one value.",
+                "pass one or more strengths to --sweep-alphas, or leave it unset.",
+            )
 
 
 SMALL = FigureSizes()
@@ -293,7 +299,7 @@ def write_figures(
     """Write each figure as ``<name>.<fmt>``; static formats go through kaleido in one batch."""
     bad = sorted(set(formats) - {"html", "png", "svg"})
     if bad:
-        raise ConfigError(f"Unknown figure formats {bad}; valid: html, png, svg.")
+        raise ConfigError(f"Unknown figure formats {bad}.", "use some of: html, png, svg.")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
@@ -347,7 +353,7 @@ def regenerate_figures(
     start = time.perf_counter()
     bad = sorted(set(formats) - {"html", "png", "svg"})
     if bad:  # before any model work
-        raise ConfigError(f"Unknown figure formats {bad}; valid: html, png, svg.")
+        raise ConfigError(f"Unknown figure formats {bad}.", "use some of: html, png, svg.")
     say = log or (lambda _m: None)
     figs, summary = figures_for_run(cfg, sizes, progress=progress, log=say)
     say(f"writing {len(figs)} figures to {out_dir}")

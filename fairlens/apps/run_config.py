@@ -89,7 +89,10 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         if not self.name or "/" in self.name:
-            raise ConfigError(f"Run name must be a non-empty folder name, got {self.name!r}.")
+            raise ConfigError(
+                f"Run name must be a non-empty folder name, got {self.name!r}.",
+                "pass --name with a name without '/', e.g. --name my-run.",
+            )
         if self.preset is not None and self.preset not in PRESETS:
             raise ConfigError(
                 f"unknown preset {self.preset!r}.", f"use one of: {', '.join(PRESETS)}."
@@ -166,7 +169,10 @@ class RunConfig:
                 f"Could not read config file {str(path)!r}: {exc}", "Pass a JSON file."
             ) from exc
         if not isinstance(data, dict):
-            raise ConfigError(f"{str(path)!r} must hold a JSON object of RunConfig keys.")
+            raise ConfigError(
+                f"{str(path)!r} must hold a JSON object of RunConfig keys.",
+                'write one object, e.g. {"model": "smollm2-135m", "limit": 4}.',
+            )
         specs = {s.key: s for s in cls.config_keys()}
         unknown = sorted(set(data) - set(specs))
         if unknown:

@@ -110,7 +110,7 @@ class BBQItem:
     def letter(self, index: int) -> str:
         """Prompt letter of answer ``index`` (0 -> "A", 1 -> "B", 2 -> "C")."""
         if index not in (0, 1, 2):
-            raise ConfigError(f"answer index must be 0, 1 or 2, got {index!r}.")
+            raise ConfigError(f"answer index must be 0, 1 or 2, got {index!r}.", "pass 0, 1 or 2.")
         return LETTERS[index]
 
 
@@ -149,7 +149,8 @@ def load_bbq(
         isinstance(limit_per_category, bool) or limit_per_category < 1
     ):
         raise ConfigError(
-            f"limit_per_category must be a positive integer or None, got {limit_per_category!r}."
+            f"limit_per_category must be a positive integer or None, got {limit_per_category!r}.",
+            "pass limit_per_category=1 or more, or None for every item.",
         )
     files = _find_files(path, wanted)
     items: list[BBQItem] = []

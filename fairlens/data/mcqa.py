@@ -86,49 +86,48 @@ def _field(obj: Any, key: str, kind: type, where: str, fix: str) -> Any:
 def _load_ai2_jsonl(path: Path, dataset: str, split: str, expected: int, fix: str) -> list[MCItem]:
     if not path.is_file():
         raise DataError(f"no {dataset} {split} file at {str(path)!r}.", fix)
+    try:
+        lines = path.read_text(encoding="utf-8").split("\n")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path.name} is not valid UTF-8 ({exc.reason}).", fix) from exc
     items: list[MCItem] = []
     seen: set[str] = set()
-    with path.open(encoding="utf-8") as fh:
-        for line_no, line in enumerate(fh, start=1):
-            where = f"{path.name} line {line_no}"
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(
-                    f"{where}: not JSON ({exc.msg}); the file may be cut.", fix
-                ) from exc
-            qid = _field(row, "id", str, where, fix)
-            question = _field(row, "question", dict, where, fix)
-            stem = _field(question, "stem", str, where, fix)
-            choices = _field(question, "choices", list, where, fix)
-            if not 2 <= len(choices) <= len(MC_LETTERS):
-                raise DataError(f"{where}: field 'choices' has {len(choices)} options.", fix)
-            labels = [
-                _field(c, "label", str, f"{where} choice {i}", fix) for i, c in enumerate(choices)
-            ]
-            texts = [
-                _field(c, "text", str, f"{where} choice {i}", fix) for i, c in enumerate(choices)
-            ]
-            key = _field(row, "answerKey", str, where, fix)
-            if len(set(labels)) != len(labels) or key not in labels:
-                raise DataError(
-                    f"{where}: field 'answerKey' {key!r} is not one of the labels {labels}.", fix
-                )
-            if qid in seen:
-                raise DataError(f"{where}: id {qid!r} appears twice.", fix)
-            seen.add(qid)
-            items.append(
-                MCItem(
-                    dataset,
-                    split,
-                    f"{dataset}/{split}/{qid}",
-                    stem,
-                    tuple(texts),
-                    labels.index(key),
-                )
+    for line_no, line in enumerate(lines, start=1):
+        where = f"{path.name} line {line_no}"
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{where}: not JSON ({exc.msg}); the file may be cut.", fix) from exc
+        qid = _field(row, "id", str, where, fix)
+        question = _field(row, "question", dict, where, fix)
+        stem = _field(question, "stem", str, where, fix)
+        choices = _field(question, "choices", list, where, fix)
+        if not 2 <= len(choices) <= len(MC_LETTERS):
+            raise DataError(f"{where}: field 'choices' has {len(choices)} options.", fix)
+        labels = [
+            _field(c, "label", str, f"{where} choice {i}", fix) for i, c in enumerate(choices)
+        ]
+        texts = [_field(c, "text", str, f"{where} choice {i}", fix) for i, c in enumerate(choices)]
+        key = _field(row, "answerKey", str, where, fix)
+        if len(set(labels)) != len(labels) or key not in labels:
+            raise DataError(
+                f"{where}: field 'answerKey' {key!r} is not one of the labels {labels}.", fix
             )
+        if qid in seen:
+            raise DataError(f"{where}: id {qid!r} appears twice.", fix)
+        seen.add(qid)
+        items.append(
+            MCItem(
+                dataset,
+                split,
+                f"{dataset}/{split}/{qid}",
+                stem,
+                tuple(texts),
+                labels.index(key),
+            )
+        )
     if len(items) != expected:
         raise DataError(
             f"{dataset} {split} has {len(items)} questions in {str(path)!r}; the release has "
@@ -189,7 +188,7 @@ def sample_mc(items: Sequence[MCItem], n: int | None, *, seed: int = 0) -> list[
     if n is None:
         return list(items)
     if n < 1:
-        raise DataError(f"asked for {n} questions; give at least 1 (or None for all).")
+        raise DataError(f"asked for {n} questions.", "give at least 1 (or None for all).")
 
     def rank(it: MCItem) -> str:
         return hashlib.sha256(f"{seed}\x00{it.uid}".encode()).hexdigest()

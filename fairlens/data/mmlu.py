@@ -88,28 +88,7 @@ def load_mmlu(
         files = [f for f in files if f.name.removesuffix(f"_{split}.csv") in set(subjects)]
     items: list[MMLUItem] = []
     for path in files:
-        subject = path.name.removesuffix(f"_{split}.csv")
-        with path.open(newline="", encoding="utf-8") as fh:
-            for row_no, row in enumerate(csv.reader(fh), start=1):
-                where = f"{path.name} row {row_no}"
-                if len(row) != 6:
-                    raise DataError(
-                        f"{where}: expected 6 fields (question, A-D, answer), got {len(row)}.", _FIX
-                    )
-                question, *choices, answer = row
-                if not question.strip():
-                    raise DataError(f"{where}: field 'question' is empty.", _FIX)
-                for letter, text in zip("ABCD", choices, strict=True):
-                    if text == "":
-                        raise DataError(f"{where}: option {letter} is empty.", _FIX)
-                if answer not in ("A", "B", "C", "D"):
-                    raise DataError(f"{where}: field 'answer' must be A-D, got {answer!r}.", _FIX)
-                a, b, c, d = choices
-                items.append(
-                    MMLUItem(
-                        subject, split, row_no - 1, question, (a, b, c, d), "ABCD".index(answer)
-                    )
-                )
+        items += _read_subject(path, path.name.removesuffix(f"_{split}.csv"), split)
     if not items:
         raise DataError(f"no MMLU questions in {str(folder)!r}.", _FIX)
     expected = MMLU_OFFICIAL_COUNTS[split]
@@ -119,6 +98,38 @@ def load_mmlu(
             _FIX,
         )
     return items
+
+
+def _read_subject(path: Path, subject: str, split: str) -> list[MMLUItem]:
+    """The questions of one subject file, or a DataError naming the file, row and field."""
+    items: list[MMLUItem] = []
+    row_no = 0
+    try:
+        with path.open(newline="", encoding="utf-8") as fh:
+            for row_no, row in enumerate(csv.reader(fh), start=1):
+                items.append(_item(row, f"{path.name} row {row_no}", subject, split, row_no - 1))
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path.name} is not valid UTF-8 ({exc.reason}).", _FIX) from exc
+    except csv.Error as exc:
+        raise DataError(f"{path.name} row {row_no + 1}: not valid CSV ({exc}).", _FIX) from exc
+    return items
+
+
+def _item(row: list[str], where: str, subject: str, split: str, index: int) -> MMLUItem:
+    if len(row) != 6:
+        raise DataError(
+            f"{where}: expected 6 fields (question, A-D, answer), got {len(row)}.", _FIX
+        )
+    question, *choices, answer = row
+    if not question.strip():
+        raise DataError(f"{where}: field 'question' is empty.", _FIX)
+    for letter, text in zip("ABCD", choices, strict=True):
+        if text == "":
+            raise DataError(f"{where}: option {letter} is empty.", _FIX)
+    if answer not in ("A", "B", "C", "D"):
+        raise DataError(f"{where}: field 'answer' must be A-D, got {answer!r}.", _FIX)
+    a, b, c, d = choices
+    return MMLUItem(subject, split, index, question, (a, b, c, d), "ABCD".index(answer))
 
 
 def _rank(seed: int, key: str) -> str:
@@ -132,7 +143,10 @@ def mmlu_anchor_prompts(items: list[MMLUItem], n: int, *, seed: int = 0) -> list
         DataError: ``n`` larger than the number of items.
     """
     if n > len(items):
-        raise DataError(f"asked for {n} MMLU anchors but only {len(items)} questions are loaded.")
+        raise DataError(
+            f"asked for {n} MMLU anchors but only {len(items)} questions are loaded.",
+            f"pass --mmlu-anchors {len(items)} or fewer.",
+        )
     chosen = sorted(items, key=lambda it: _rank(seed, it.uid))[:n]
     prompts = []
     for it in chosen:

@@ -86,8 +86,11 @@ def unqover_prompt(context: str, question: str) -> str:
 def _lines(path: Path) -> list[str]:
     if not path.is_file():
         raise DataError(f"no UNQOVER list at {str(path)!r}.", _FIX)
-    return [ln.rstrip("\n") for ln in path.read_text(encoding="utf-8").splitlines()
-            if ln.strip() and not ln.lstrip().startswith("#")]  # fmt: skip
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path.name} is not valid UTF-8 ({exc.reason}).", _FIX) from exc
+    return [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
 
 
 def _subjects(path: Path) -> tuple[list[str], list[str]]:

@@ -376,4 +376,4 @@ def _variant_of(key: str, rows: Sequence[dict[str, Any]]) -> Variant:
     for r in rows:
         if r["key"] == key:
             return Variant.from_dict({k: r[k] for k in Variant.__dataclass_fields__})
-    raise ConfigError(f"no variant {key!r} was scored.")
+    raise RuntimeError(f"no variant {key!r} was scored (a bug: keys come from the scored rows).")

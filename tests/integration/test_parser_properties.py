@@ -1,6 +1,7 @@
-"""Property tests of the data parsers on random mutations of real lines (hypothesis): a BBQ jsonl
-file or a CrowS-Pairs csv with one mutated record either loads or raises the documented
-:class:`~fairlens.errors.DataError` (whose message names the file), never anything else."""
+"""Property tests of the data parsers on random mutations of real files (hypothesis): a BBQ jsonl
+file, a CrowS-Pairs csv, an MMLU csv, an ARC or OpenBookQA jsonl or an UNQOVER word list with a mutated record or mutated
+raw bytes either loads or raises the documented :class:`~fairlens.errors.DataError` (whose message
+names the file), never anything else."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import io
 import json
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -16,7 +18,11 @@ from hypothesis import strategies as st
 
 from fairlens.data import load_bbq
 from fairlens.data.crows_pairs import load_crows_pairs
+from fairlens.data.mcqa import load_arc, load_openbookqa
+from fairlens.data.mmlu import load_mmlu
+from fairlens.data.unqover import generate_unqover
 from fairlens.errors import DataError
+from tests.integration.conftest import need_folder
 
 pytestmark = pytest.mark.integration
 
@@ -136,3 +142,113 @@ def test_crows_raw_text_mutations_load_or_raise_data_error(crows_rows, mutation)
             load_crows_pairs(path)
         except DataError as exc:
             assert "crows_pairs_anonymized.csv" in str(exc), str(exc)
+
+
+def _mutate_bytes(data: bytes, mutation: tuple[str, int, int, bytes]) -> bytes:
+    """Like :func:`_mutate_text` on raw bytes (so invalid UTF-8 and stray NULs come up too)."""
+    kind, a, b, raw = mutation
+    a, b = sorted((a % (len(data) + 1), b % (len(data) + 1)))
+    if kind == "cut":
+        return data[:a] + data[b:]
+    if kind == "insert":
+        return data[:a] + raw + data[a:]
+    return data[:a] + raw + data[a + len(raw) :]
+
+
+def _byte_mutation(span: int) -> st.SearchStrategy[tuple[str, int, int, bytes]]:
+    return st.tuples(
+        st.sampled_from(["cut", "insert", "overwrite"]),
+        st.integers(0, span),
+        st.integers(0, span),
+        st.binary(max_size=12) | st.text(max_size=12).map(str.encode),
+    )
+
+
+class _Blob(bytes):
+    """File contents with a short repr (hypothesis prints the arguments of a failing example)."""
+
+    def __repr__(self) -> str:
+        return f"<{len(self)} bytes>"
+
+
+@pytest.fixture(scope="module")
+def mmlu_file(data_root: Path) -> bytes:
+    path = need_folder(data_root, "mmlu") / "mmlu" / "test" / "anatomy_test.csv"
+    return _Blob(path.read_bytes())
+
+
+@SETTINGS
+@given(mutation=_byte_mutation(40_000))
+def test_mmlu_mutations_load_or_raise_data_error(mmlu_file, mutation) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "mmlu" / "test"
+        folder.mkdir(parents=True)
+        (folder / "anatomy_test.csv").write_bytes(_mutate_bytes(mmlu_file, mutation))
+        try:
+            items = load_mmlu(tmp, "test", subjects=["anatomy"])
+        except DataError as exc:
+            assert "anatomy_test.csv" in str(exc) or "MMLU" in str(exc), str(exc)
+            return
+        assert items and all(it.answer in range(4) for it in items)
+
+
+AI2_FILES = {
+    "arc_challenge": ("arc", "ARC-Challenge/ARC-Challenge-Test.jsonl"),
+    "arc_easy": ("arc", "ARC-Easy/ARC-Easy-Test.jsonl"),
+    "openbookqa": ("openbookqa", "Main/test.jsonl"),
+}
+
+
+@pytest.fixture(scope="module")
+def ai2_files(data_root: Path) -> dict[str, bytes]:
+    return {
+        name: _Blob((need_folder(data_root, folder) / folder / rel).read_bytes())
+        for name, (folder, rel) in AI2_FILES.items()
+    }
+
+
+def _load_ai2(name: str, root: str) -> list[Any]:
+    if name == "openbookqa":
+        return load_openbookqa(root)
+    return load_arc(root, "easy" if name == "arc_easy" else "challenge")
+
+
+@SETTINGS
+@given(name=st.sampled_from(sorted(AI2_FILES)), mutation=_byte_mutation(400_000))
+def test_arc_and_openbookqa_mutations_load_or_raise_data_error(ai2_files, name, mutation) -> None:
+    folder, rel = AI2_FILES[name]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / folder / rel
+        path.parent.mkdir(parents=True)
+        path.write_bytes(_mutate_bytes(ai2_files[name], mutation))
+        try:
+            items = _load_ai2(name, tmp)
+        except DataError as exc:
+            assert path.name in str(exc), str(exc)
+            return
+        assert all(0 <= it.answer < len(it.choices) for it in items)
+
+
+UNQOVER_FILES = ("nouns/subjects/religion", "slots/religion_noact", "activities/biased_religion")
+
+
+@pytest.fixture(scope="module")
+def unqover_lists(data_root: Path) -> Path:
+    return need_folder(data_root, "unqover") / "unqover" / "word_lists"
+
+
+@SETTINGS
+@given(which=st.sampled_from(UNQOVER_FILES), mutation=_byte_mutation(20_000))
+def test_unqover_list_mutations_load_or_raise_data_error(unqover_lists, which, mutation) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        lists = Path(tmp) / "word_lists"
+        for rel in UNQOVER_FILES:
+            (lists / rel).parent.mkdir(parents=True, exist_ok=True)
+            data = (unqover_lists / rel).read_bytes()
+            (lists / rel).write_bytes(_mutate_bytes(data, mutation) if rel == which else data)
+        try:
+            instances = generate_unqover(lists, "religion", 5)
+        except DataError as exc:
+            assert Path(which).name in str(exc) or "religion" in str(exc), str(exc)
+            return
+        assert len(instances) == 5
