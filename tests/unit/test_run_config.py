@@ -143,7 +143,7 @@ def test_cli_refuses_a_changed_run_folder_in_one_line(tmp_path, capsys, monkeypa
     folder.mkdir()
     shutil.copy(OLD / "run_state.json", folder / "run_state.json")
     monkeypatch.setattr(prepare, "resolve_data_dir", lambda _: tmp_path)  # no data needed:
-    monkeypatch.setattr(prepare, "load_bbq", lambda *a: [])  # the folder is checked first
+    monkeypatch.setattr(prepare, "load_bbq", lambda *a, **k: [])  # the folder is checked first
     code = main(["run", "--out-dir", str(tmp_path), "--seed", "1"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1
