@@ -21,15 +21,7 @@ from typing import Any
 
 from _common import write
 
-IGNORED = {"timings_s", "seconds", "out_dir", "processes"}
-
-
-def _strip(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _strip(v) for k, v in value.items() if k not in IGNORED}
-    if isinstance(value, list):
-        return [_strip(v) for v in value]
-    return value
+from fairlens.testing import without_keys
 
 
 def main() -> None:
@@ -63,7 +55,7 @@ def main() -> None:
                 if proc.returncode != 0:
                     sys.exit(f"run with {n} process(es) failed:\n{proc.stderr[-3000:]}")
                 reports[n] = json.loads((out / "bench" / "report.json").read_text())
-    equal = _strip(reports[1]) == _strip(reports[args.processes])
+    equal = without_keys(reports[1]) == without_keys(reports[args.processes])
     med = {n: statistics.median(w) for n, w in walls.items()}
     stages = {n: reports[n]["timings_s"] for n in reports}
     print(f"fairlens run ({', '.join(cats)}), 1 vs {args.processes} processes, 1 thread each:")

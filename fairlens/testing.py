@@ -90,3 +90,17 @@ def tiny_hooked(
     if info.processing.is_identity:  # same weights, same coordinates: one identity for both
         set_model_info(hf_model, info)
     return hooked, hf_model, tokenizer
+
+
+HOW_NOT_WHAT = frozenset({"timings_s", "seconds", "out_dir", "processes"})
+"""Report keys that say how long, where or on how many processes a run ran, not what it found."""
+
+
+def without_keys(value: Any, keys: frozenset[str] | set[str] = HOW_NOT_WHAT) -> Any:
+    """``value`` (a report, or any JSON-like nesting) with every dict entry named in ``keys``
+    dropped at every depth: two runs that found the same thing compare equal."""
+    if isinstance(value, dict):
+        return {k: without_keys(v, keys) for k, v in value.items() if k not in keys}
+    if isinstance(value, list):
+        return [without_keys(v, keys) for v in value]
+    return value

@@ -127,10 +127,8 @@ def text_logprobs(
                     fired[r] = gate.decisions[-1][j, start + n_ctx :]
                     if gate.history:  # a dynamic gate also records P(unbiased)
                         gate_p[r] = gate.history[-1][j, start + n_ctx :].float().cpu()
-    merge_objects(logprobs, chunks)
-    if recording:
-        merge_objects(fired, chunks)
-        merge_objects(gate_p, chunks)
+    rows_out = merge_objects(list(zip(logprobs, fired, gate_p, strict=True)), chunks)
+    logprobs, fired, gate_p = ([r[k] for r in rows_out] for k in range(3))  # one merge for all
     dynamic = recording and any(agree(bool(gate.history)))
     return TextScores(
         tuple(logprobs),

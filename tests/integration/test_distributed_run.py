@@ -9,16 +9,15 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from fairlens.apps.cli import main
+from fairlens.testing import without_keys
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
-IGNORED = {"timings_s", "seconds", "out_dir", "processes"}  # how long, where, how many: not what
 
 
 def _args(model: Path, out: Path, data_root: Path, *, search: bool = True) -> list[str]:
@@ -32,14 +31,6 @@ def _args(model: Path, out: Path, data_root: Path, *, search: bool = True) -> li
         "--max-new-tokens", "4", "--methods", "base", "static", "fairsteer", "cast",
         "--threads", "1", "--batch-size", "4",
     ]  # fmt: skip
-
-
-def _strip(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _strip(v) for k, v in value.items() if k not in IGNORED}
-    if isinstance(value, list):
-        return [_strip(v) for v in value]
-    return value
 
 
 def _two(args: list[str]) -> subprocess.CompletedProcess[str]:
@@ -59,19 +50,19 @@ def test_two_processes_equal_one(tiny_model_dir: Path, data_root: Path, tmp_path
     one, two = (tmp_path / d / "dp" for d in ("one", "two"))
     report = json.loads((two / "report.json").read_text())
     assert report["processes"] == 2
-    assert _strip(report) == _strip(json.loads((one / "report.json").read_text()))
+    assert without_keys(report) == without_keys(json.loads((one / "report.json").read_text()))
     panel = sorted(p.name for p in (one / "panel").glob("*.json"))
     assert panel == sorted(p.name for p in (two / "panel").glob("*.json")) and len(panel) > 10
     for name in panel:
         a, b = (json.loads((d / "panel" / name).read_text()) for d in (one, two))
-        assert _strip(a) == _strip(b), name
+        assert without_keys(a) == without_keys(b), name
     edits = [(d / "search" / "grid" / "edits.jsonl").read_text() for d in (one, two)]
     assert edits[0] == edits[1] and edits[0]  # the search's saved predictions, in order
     again = _two(_args(tiny_model_dir, tmp_path / "two", data_root))
     assert again.returncode == 0, again.stderr[-4000:]
     for stage in ("fit data", "FairSteer", "search"):
         assert f"{stage}: loaded from the run folder (resumed)" in again.stderr
-    assert _strip(json.loads((two / "report.json").read_text())) == _strip(report)
+    assert without_keys(json.loads((two / "report.json").read_text())) == without_keys(report)
 
 
 def test_more_processes_than_items_refused_before_starting(
@@ -115,4 +106,6 @@ def test_damaged_fairsteer_in_the_run_folder_is_refitted(
     capsys.readouterr()
     assert main(args) == 0
     assert "FairSteer in the run folder not usable" in capsys.readouterr().err
-    assert _strip(json.loads((tmp_path / "dp" / "report.json").read_text())) == _strip(report)
+    assert without_keys(json.loads((tmp_path / "dp" / "report.json").read_text())) == without_keys(
+        report
+    )

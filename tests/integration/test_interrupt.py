@@ -12,16 +12,15 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from fairlens.apps.cli import main
+from fairlens.testing import without_keys
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
-IGNORED = {"timings_s", "seconds", "out_dir"}
 
 
 def _args(model: Path, out: Path, data_root: Path) -> list[str]:
@@ -32,14 +31,6 @@ def _args(model: Path, out: Path, data_root: Path) -> list[str]:
         "--alphas", "0.4", "0.8", "--suites", "bbq", "crows", "--crows-per-type", "1",
         "--methods", "base", "static", "fairsteer", "--threads", "1", "--batch-size", "4",
     ]  # fmt: skip
-
-
-def _strip(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _strip(v) for k, v in value.items() if k not in IGNORED}
-    if isinstance(value, list):
-        return [_strip(v) for v in value]
-    return value
 
 
 def _interrupt_when(args: list[str], marker: str) -> tuple[int, str]:
@@ -95,4 +86,4 @@ def test_ctrl_c_mid_run_then_rerun_resumes(
         for name in ("ci", "fresh")
     )
     got["config"].pop("name"), want["config"].pop("name")
-    assert _strip(got) == _strip(want)
+    assert without_keys(got) == without_keys(want)
