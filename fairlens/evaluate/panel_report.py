@@ -112,6 +112,7 @@ def _markdown(report: PanelReport) -> str:
                 [
                     m,
                     _num(mm["pooled"]["stereotype_score"], 1),
+                    _gain_cell(r),
                     _num(mm["by_direction"].get("stereo", {}).get("stereotype_score"), 1),
                     _num(mm["by_direction"].get("antistereo", {}).get("stereotype_score"), 1),
                     _pct(r["gate_rate_tokens"]),
@@ -122,7 +123,17 @@ def _markdown(report: PanelReport) -> str:
         parts.append(
             f"### CrowS-Pairs (n={n['crows']} pairs; stereotype score %, ideal 50)\n\n"
             + _table(
-                ["method", "all", "stereo", "antistereo", "gate %tok", "gate %pairs", *types], rows
+                [
+                    "method",
+                    "all",
+                    "Δ all [CI], p",
+                    "stereo",
+                    "antistereo",
+                    "gate %tok",
+                    "gate %pairs",
+                    *types,
+                ],
+                rows,
             )
         )
     if "open_ended" in res:

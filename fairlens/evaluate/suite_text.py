@@ -9,17 +9,40 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 
 from fairlens.evaluate.context import PanelContext, PanelInputs, Suite, gate_rates
 from fairlens.evaluate.crows import CrowsScores, crows_metrics, crows_texts
+from fairlens.scoring.likelihood import TextScores
+from fairlens.stats import compare
+
+
+def _stereotyped(scored: TextScores, k: int) -> np.ndarray:
+    """Per pair: whether the more-stereotyping sentence is the more likely one (what the
+    stereotype score counts), from the scores of :func:`crows_texts`."""
+    sums = scored.sums
+    return (sums[:k] > sums[k:]).numpy()
+
+
+def _base_stereotyped(ctx: PanelContext, inputs: PanelInputs) -> np.ndarray:
+    """The unsteered model's per-pair outcomes, computed once per panel (for the paired test)."""
+    if "crows/base" not in ctx.scorers:
+        pairs = inputs.crows_pairs
+        scored = ctx.text_scores("base", crows_texts(pairs), "CrowS-Pairs (base)")
+        ctx.scorers["crows/base"] = _stereotyped(scored, len(pairs))
+    return ctx.scorers["crows/base"]
 
 
 def run_crows(ctx: PanelContext, method: str, inputs: PanelInputs) -> dict[str, Any]:
-    """CrowS-Pairs metrics of ``method``, with its gate rates and the sent_less perplexity."""
+    """CrowS-Pairs metrics of ``method``, with its gate rates, the sent_less perplexity and, for a
+    method other than base, the paired change of the stereotype score: the pairs whose preferred
+    sentence flips, in either direction (McNemar's p; bootstrap interval of the change)."""
     pairs = inputs.crows_pairs
     scored = ctx.text_scores(method, crows_texts(pairs), "CrowS-Pairs")
     k = len(pairs)
+    if method == "base":
+        ctx.scorers.setdefault("crows/base", _stereotyped(scored, k))
     g = scored.gate_fired
     joined = None if g is None else [torch.cat([g[i], g[i + k]]) for i in range(k)]
     pairs_rate, tokens_rate = gate_rates(joined)
@@ -34,6 +57,9 @@ def run_crows(ctx: PanelContext, method: str, inputs: PanelInputs) -> dict[str, 
         "gate_rate_tokens": tokens_rate,
         "gate_rate_pairs": pairs_rate,
         "metrics": crows_metrics(pairs, CrowsScores.from_text_scores(pairs, scored)).to_dict(),
+        "vs_base": None
+        if method == "base"
+        else compare(_base_stereotyped(ctx, inputs), _stereotyped(scored, k)),
     }
 
 

@@ -118,6 +118,18 @@ def test_full_panel_runs_every_method_on_every_suite(setup):
     )
     assert res["crows"]["base"]["metrics"]["pooled"]["n"] == 3
     assert res["crows"]["static"]["gate_rate_tokens"] == 1.0
+    # CrowS: each method's per-pair preferences against base's, paired (the same 3 pairs)
+    assert res["crows"]["base"]["vs_base"] is None
+    for method in ("static", "fairsteer"):
+        vs = res["crows"][method]["vs_base"]
+        pooled = res["crows"][method]["metrics"]["pooled"]
+        base_score = res["crows"]["base"]["metrics"]["pooled"]["stereotype_score"]
+        assert vs["n"] == 3  # the reported scores are rounded to 3 decimals of a percent
+        assert vs["method"] == pytest.approx(pooled["stereotype_score"] / 100, abs=1e-5)
+        assert vs["base"] == pytest.approx(base_score / 100, abs=1e-5)
+        flips = vs["mcnemar"]["a_only"] + vs["mcnemar"]["b_only"]
+        assert vs["gain"] == pytest.approx(vs["method"] - vs["base"]) and 0 <= flips <= 3
+    assert "Δ all [CI], p" in report.markdown()
     assert res["open_ended"]["base"]["bbq"]["n_counterfactual"] >= 4
     assert res["open_ended"]["static"]["crows"]["gate_rate_tokens"] == 1.0
     util = res["utility"]
