@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -95,17 +96,48 @@ def test_num_processes_below_one_refused(
     assert "--num-processes must be >= 1" in capsys.readouterr().err
 
 
-def test_damaged_fairsteer_in_the_run_folder_is_refitted(
+def _other_models_fairsteer(folder: Path, data_root: Path) -> Path:
+    """The fairsteer/ artifact of the same run on a tiny model with other weights."""
+    from fairlens.testing import tiny_llama, tiny_tokenizer
+
+    model = folder / "other-model"
+    tiny_llama(seed=1).save_pretrained(model)
+    tiny_tokenizer().save_pretrained(model)
+    other = [*_args(model, folder / "runs", data_root, search=False), "--margin", "1"]
+    assert main(other) == 0  # a random model: any variant may do (the artifact is what counts)
+    return folder / "runs" / "dp" / "fairsteer"
+
+
+def _edit_meta(fs: Path) -> None:
+    meta = json.loads((fs / "meta.json").read_text())
+    meta["layer"] = 999
+    (fs / "meta.json").write_text(json.dumps(meta))
+
+
+def test_damaged_or_foreign_fairsteer_in_the_run_folder_is_refitted(
     tiny_model_dir: Path, data_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """A saved FairSteer that is cut, edited, or another model's is never used: the rerun says
+    why in one line, fits it again and ends with the report of the undamaged run."""
     args = _args(tiny_model_dir, tmp_path, data_root, search=False)
     assert main(args) == 0
-    report = json.loads((tmp_path / "dp" / "report.json").read_text())
-    tensors = tmp_path / "dp" / "fairsteer" / "tensors.safetensors"
-    tensors.write_bytes(tensors.read_bytes()[:100])
-    capsys.readouterr()
-    assert main(args) == 0
-    assert "FairSteer in the run folder not usable" in capsys.readouterr().err
-    assert without_keys(json.loads((tmp_path / "dp" / "report.json").read_text())) == without_keys(
-        report
-    )
+    report = without_keys(json.loads((tmp_path / "dp" / "report.json").read_text()))
+    fs = tmp_path / "dp" / "fairsteer"
+    foreign = _other_models_fairsteer(tmp_path / "other", data_root)
+    damages = {
+        "cut": lambda: (fs / "tensors.safetensors").write_bytes(
+            (fs / "tensors.safetensors").read_bytes()[:100]
+        ),
+        "edited": lambda: _edit_meta(fs),
+        "another model's": lambda: (shutil.rmtree(fs), shutil.copytree(foreign, fs)),
+    }
+    for name, damage in damages.items():
+        damage()
+        capsys.readouterr()
+        assert main(args) == 0, name
+        said = [ln for ln in capsys.readouterr().err.splitlines() if "not usable" in ln]
+        assert len(said) == 1 and "FairSteer in the run folder" in said[0], (name, said)
+        if name == "another model's":
+            assert "other-model" in said[0], said[0]  # names the model it belongs to
+        got = without_keys(json.loads((tmp_path / "dp" / "report.json").read_text()))
+        assert got == report, name
