@@ -50,13 +50,14 @@ def set_threads(n: int | None = None) -> int:
     return n
 
 
-def write_text_atomic(path: str | Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file renamed into place, so an interruption
-    (Ctrl-C, a full disk, a killed job) leaves the old file or the new one, never half of one."""
+def write_atomic(path: str | Path, data: str | bytes) -> None:
+    """Write ``data`` (text as UTF-8, or bytes) to ``path`` through a temporary file renamed into
+    place, so an interruption (Ctrl-C, a full disk, a killed job) leaves the old file or the new
+    one, never half of one."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        tmp.write_text(text)
+        tmp.write_bytes(data.encode() if isinstance(data, str) else data)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from fairlens.errors import ConfigError, FairlensError
 from fairlens.model_types import HookedModel
-from fairlens.runtime import write_text_atomic
+from fairlens.runtime import write_atomic
 
 if TYPE_CHECKING:
     from fairlens.apps.run_config import RunConfig
@@ -360,5 +360,5 @@ def regenerate_figures(
     files = write_figures(figs, out_dir, formats)
     summary["files"] = sorted(f.name for f in files)  # in out_dir
     summary["seconds"] = round(time.perf_counter() - start, 1)
-    write_text_atomic(Path(out_dir) / "summary.json", json.dumps(summary, indent=2))
+    write_atomic(Path(out_dir) / "summary.json", json.dumps(summary, indent=2))
     return summary

@@ -40,7 +40,7 @@ from fairlens.evaluate.panel_report import PanelReport
 from fairlens.evaluate.suite_mcqa import load_mc_calibration, load_mc_inputs
 from fairlens.evaluate.suite_unqover import load_unqover_inputs
 from fairlens.fairsteer.estimator import FairSteer
-from fairlens.runtime import write_text_atomic
+from fairlens.runtime import write_atomic
 from fairlens.search.engine import SearchResult
 from fairlens.steer.fit_data import FitData
 from fairlens.steer.interventions import DEBIAS_INSTRUCTION, METHODS
@@ -243,8 +243,8 @@ def run_pipeline(
 
 
 def _write_report(rundir: _RunDir, full: dict[str, Any], markdown: str) -> None:
-    write_text_atomic(rundir.path / "report.json", json.dumps(full, indent=2))
-    write_text_atomic(rundir.path / "report.md", markdown + "\n")
+    write_atomic(rundir.path / "report.json", json.dumps(full, indent=2))
+    write_atomic(rundir.path / "report.md", markdown + "\n")
 
 
 def _run_search(

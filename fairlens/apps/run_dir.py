@@ -16,7 +16,7 @@ from fairlens.apps.run_config import RunConfig
 from fairlens.distributed import on_main
 from fairlens.errors import ConfigError
 from fairlens.evaluate.suites import SUITES, suite_settings
-from fairlens.runtime import write_text_atomic
+from fairlens.runtime import write_atomic
 
 
 def _split_summary(items: list[Any]) -> dict[str, Any]:
@@ -73,7 +73,7 @@ class _RunDir:
                     "use another --name, or pass --restart to start it again.",
                 )
         digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
-        write_text_atomic(
+        write_atomic(
             state, json.dumps({"fit_settings_sha": digest, "fit_settings": settings}, indent=2)
         )
 
@@ -123,7 +123,7 @@ class _RunDir:
                 f"panel results of {suite!r} in the run folder discarded "
                 f"(settings changed: {', '.join(changed)})"
             )
-        write_text_atomic(record, json.dumps(settings, indent=2))
+        write_atomic(record, json.dumps(settings, indent=2))
         return done
 
     def save_panel(self, suite: str, method: str, result: dict[str, Any]) -> None:

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from fairlens.errors import ConfigError, DataError
+from fairlens.runtime import write_atomic
 
 __all__ = [
     "BBQ_CATEGORIES",
@@ -202,10 +203,5 @@ def fetch_bbq(
                 "retry `fairlens data fetch bbq --force`; if it persists, the upstream file "
                 f"changed: download it manually and use --data-dir / {ENV_VAR}.",
             )
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        try:
-            tmp.write_bytes(data)
-            os.replace(tmp, target)
-        finally:
-            tmp.unlink(missing_ok=True)
+        write_atomic(target, data)
     return root

@@ -11,7 +11,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from fairlens.plots._common import finish
-from fairlens.runtime import write_text_atomic
+from fairlens.runtime import write_atomic
 from fairlens.search.engine import SearchResult
 
 __all__ = ["gate_sweeps", "patching_curves", "search_heatmaps", "write_search"]
@@ -207,8 +207,8 @@ def write_search(result: SearchResult, folder: str | Path) -> dict[str, str]:
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / "search.json", "markdown": out / "search.md"}
-    write_text_atomic(paths["json"], json.dumps(result.to_dict(), indent=1))  # first: numbers
-    write_text_atomic(paths["markdown"], search_markdown(result) + "\n")
+    write_atomic(paths["json"], json.dumps(result.to_dict(), indent=1))  # first: numbers
+    write_atomic(paths["markdown"], search_markdown(result) + "\n")
     figures: dict[str, Any] = {}
     for mode in result.space.modes:
         for scope in result.space.scopes:

@@ -19,7 +19,7 @@ from fairlens.backend import hook_name
 from fairlens.data import BBQItem
 from fairlens.distributed import launched, on_main
 from fairlens.errors import ConfigError
-from fairlens.runtime import write_text_atomic
+from fairlens.runtime import write_atomic
 from fairlens.scoring.metrics import bbq_metrics
 from fairlens.scoring.variant_scorer import Edit, VariantScorer
 from fairlens.search.space import (
@@ -262,7 +262,7 @@ class _EditStore:
                     "use another --out-dir, or delete that folder to start again.",
                 )
         else:
-            write_text_atomic(meta_path, json.dumps(meta, indent=2, sort_keys=True))
+            write_atomic(meta_path, json.dumps(meta, indent=2, sort_keys=True))
 
     def load(self) -> dict[str, np.ndarray]:
         if self._cache is None:
@@ -281,7 +281,7 @@ class _EditStore:
                 good.append(line)
             except (json.JSONDecodeError, KeyError, TypeError):
                 break  # a line cut by an interruption: drop it and what follows
-        write_text_atomic(self.path, "".join(g + "\n" for g in good))
+        write_atomic(self.path, "".join(g + "\n" for g in good))
         return cache
 
     def append(self, key: str, preds: np.ndarray) -> None:

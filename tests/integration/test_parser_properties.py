@@ -10,7 +10,7 @@ import io
 import json
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, AnyStr
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -52,14 +52,16 @@ def _text_mutation() -> st.SearchStrategy[tuple[str, int, int, str]]:
     )
 
 
-def _mutate_text(line: str, mutation: tuple[str, int, int, str]) -> str:
-    kind, a, b, text = mutation
-    a, b = sorted((a % (len(line) + 1), b % (len(line) + 1)))
+def _mutate(data: AnyStr, mutation: tuple[str, int, int, AnyStr]) -> AnyStr:
+    """Cut, insert or overwrite a slice of ``data`` (text, or raw bytes so that invalid UTF-8
+    and stray NULs come up too)."""
+    kind, a, b, piece = mutation
+    a, b = sorted((a % (len(data) + 1), b % (len(data) + 1)))
     if kind == "cut":
-        return line[:a] + line[b:]
+        return data[:a] + data[b:]
     if kind == "insert":
-        return line[:a] + text + line[a:]
-    return line[:a] + text + line[a + len(text) :]
+        return data[:a] + piece + data[a:]
+    return data[:a] + piece + data[a + len(piece) :]
 
 
 def _load_bbq_with(lines: list[str], index: int, mutated: str) -> None:
@@ -78,7 +80,7 @@ def _load_bbq_with(lines: list[str], index: int, mutated: str) -> None:
 @SETTINGS
 @given(index=st.integers(0, 5), mutation=_text_mutation())
 def test_bbq_text_mutations_load_or_raise_data_error(bbq_lines, index, mutation) -> None:
-    _load_bbq_with(bbq_lines, index, _mutate_text(bbq_lines[index], mutation))
+    _load_bbq_with(bbq_lines, index, _mutate(bbq_lines[index], mutation))
 
 
 @SETTINGS
@@ -137,22 +139,11 @@ def test_crows_raw_text_mutations_load_or_raise_data_error(crows_rows, mutation)
     fields, rows = crows_rows
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "crows_pairs_anonymized.csv"
-        path.write_text(_mutate_text(_csv(fields, rows), mutation), encoding="utf-8")
+        path.write_text(_mutate(_csv(fields, rows), mutation), encoding="utf-8")
         try:
             load_crows_pairs(path)
         except DataError as exc:
             assert "crows_pairs_anonymized.csv" in str(exc), str(exc)
-
-
-def _mutate_bytes(data: bytes, mutation: tuple[str, int, int, bytes]) -> bytes:
-    """Like :func:`_mutate_text` on raw bytes (so invalid UTF-8 and stray NULs come up too)."""
-    kind, a, b, raw = mutation
-    a, b = sorted((a % (len(data) + 1), b % (len(data) + 1)))
-    if kind == "cut":
-        return data[:a] + data[b:]
-    if kind == "insert":
-        return data[:a] + raw + data[a:]
-    return data[:a] + raw + data[a + len(raw) :]
 
 
 def _byte_mutation(span: int) -> st.SearchStrategy[tuple[str, int, int, bytes]]:
@@ -183,7 +174,7 @@ def test_mmlu_mutations_load_or_raise_data_error(mmlu_file, mutation) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "mmlu" / "test"
         folder.mkdir(parents=True)
-        (folder / "anatomy_test.csv").write_bytes(_mutate_bytes(mmlu_file, mutation))
+        (folder / "anatomy_test.csv").write_bytes(_mutate(mmlu_file, mutation))
         try:
             items = load_mmlu(tmp, "test", subjects=["anatomy"])
         except DataError as exc:
@@ -220,7 +211,7 @@ def test_arc_and_openbookqa_mutations_load_or_raise_data_error(ai2_files, name, 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / folder / rel
         path.parent.mkdir(parents=True)
-        path.write_bytes(_mutate_bytes(ai2_files[name], mutation))
+        path.write_bytes(_mutate(ai2_files[name], mutation))
         try:
             items = _load_ai2(name, tmp)
         except DataError as exc:
@@ -245,7 +236,7 @@ def test_unqover_list_mutations_load_or_raise_data_error(unqover_lists, which, m
         for rel in UNQOVER_FILES:
             (lists / rel).parent.mkdir(parents=True, exist_ok=True)
             data = (unqover_lists / rel).read_bytes()
-            (lists / rel).write_bytes(_mutate_bytes(data, mutation) if rel == which else data)
+            (lists / rel).write_bytes(_mutate(data, mutation) if rel == which else data)
         try:
             instances = generate_unqover(lists, "religion", 5)
         except DataError as exc:
