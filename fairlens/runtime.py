@@ -12,6 +12,9 @@ from pathlib import Path
 
 from fairlens.errors import ConfigError
 
+MODEL_DTYPES: tuple[str, ...] = ("float32", "bfloat16", "float16")
+"""The dtypes a model can be loaded in (``load_hf`` / ``load_model`` / ``fairlens run --dtype``)."""
+
 
 def cache_dir() -> Path:
     """The fairlens cache root: ``$FAIRLENS_CACHE``, else ``$XDG_CACHE_HOME/fairlens``, else ``~/.cache/fairlens``."""

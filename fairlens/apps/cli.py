@@ -185,7 +185,7 @@ def _relaunch(args: argparse.Namespace) -> int | None:
     items = load_bbq(
         resolve_data_dir(cfg.data_dir) / "bbq", cfg.data.categories, official_counts=True
     )
-    check_processes(choose_splits(cfg, items)[1], n)
+    check_processes(choose_splits(cfg, items)[1], n, cfg)
     return _launch(n, ["-m", "fairlens", *argv])
 
 

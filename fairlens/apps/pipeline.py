@@ -162,7 +162,8 @@ def run_pipeline(
     timings["load_eval_data"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    tl_model = hooked_twin(hf_model, tokenizer) if cfg.panel.eval_backend == "tl" else None
+    tl = cfg.panel.eval_backend == "tl"
+    tl_model = hooked_twin(hf_model, tokenizer, dtype=cfg.dtype) if tl else None
     eval_model = tl_model if tl_model is not None else hf_model
     suites = tuple(s for s in cfg.panel.suites if s != "utility" or texts)
     if suites != tuple(cfg.panel.suites):

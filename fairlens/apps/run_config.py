@@ -20,6 +20,7 @@ from fairlens.errors import ConfigError
 from fairlens.evaluate.plan import PanelPlan
 from fairlens.evaluate.suites import PanelConfig
 from fairlens.fairsteer.config import FairSteerConfig
+from fairlens.runtime import MODEL_DTYPES
 from fairlens.scoring.metrics import METRICS_RULE
 from fairlens.search.plan import SearchPlan
 from fairlens.search.space import SearchSpace
@@ -70,6 +71,9 @@ class RunConfig:
         preset: Named settings: 'paper' = the FairSteer paper's recipe (BAD data zero- and 8-shot
             plus MMLU anchors, DSV, layer by BBQ accuracy over all layers, alpha=1 absolute);
             meant for a GPU, use --limit on a CPU.
+        dtype: Weight and activation dtype of the model (probes and gates compute in float32).
+        device_map: 'auto': let accelerate place the model on the GPUs (split across them when it
+            does not fit one; then CPU RAM, then disk); None: the whole model on the CPU.
         data: Which items each stage gets (DataPlan).
         fit: The FairSteer fit (FairSteerConfig).
         search: The steering search (SearchPlan).
@@ -82,6 +86,8 @@ class RunConfig:
     threads: int | None = None
     out_dir: str = "runs"
     preset: str | None = field(default=None, metadata={"choices": PRESETS})
+    dtype: str = field(default="float32", metadata={"choices": MODEL_DTYPES})
+    device_map: str | None = field(default=None, metadata={"choices": ("auto",)})
     data: DataPlan = field(default_factory=DataPlan)
     fit: FairSteerConfig = field(default_factory=FairSteerConfig)
     search: SearchPlan = field(default_factory=SearchPlan)
@@ -96,6 +102,12 @@ class RunConfig:
         if self.preset is not None and self.preset not in PRESETS:
             raise ConfigError(
                 f"unknown preset {self.preset!r}.", f"use one of: {', '.join(PRESETS)}."
+            )
+        if self.device_map is not None and self.panel.eval_backend == "tl":
+            raise ConfigError(
+                "--eval-backend tl evaluates a TransformerLens copy of the model, which cannot "
+                "be split across devices like --device-map does.",
+                "use --eval-backend hf (the default) with --device-map.",
             )
         if self.search.enabled:
             self.search_spaces(n_layers=64)  # validates the grid
@@ -197,11 +209,12 @@ class RunConfig:
     def resume_settings(self) -> dict[str, Any]:
         """The keys a run folder's fitted stages depend on (a rerun with other values is refused).
 
-        The data and fit sections and the model; not the batch size (it changes no number) and
+        The data and fit sections, the model and its dtype; not the batch size (it changes no
+        number), not where the model sits (``device_map``), and
         nothing of the search or the panel (they resume per scored variant / suite).
         """
         flat = self.flat()
-        keys = ["model", "data_dir"] + [
+        keys = ["model", "dtype", "data_dir"] + [
             s.key for s in self.config_keys(("data", "fit")) if s.key != "batch_size"
         ]
         return {k: flat[k] for k in keys}
@@ -211,7 +224,8 @@ class RunConfig:
         result is one method on one suite), the protocol-relevant fit keys and the model."""
         flat = self.flat()
         keys = [s.key for s in self.config_keys(("panel",)) if s.key not in ("methods", "suites")]
-        settings = {k: flat[k] for k in ["model", "scoring", "prompt_format", "batch_size", *keys]}
+        own = ["model", "dtype", "scoring", "prompt_format", "batch_size"]
+        settings = {k: flat[k] for k in [*own, *keys]}
         return {**settings, "bbq_metrics": METRICS_RULE}
 
     def replace(self, **values: Any) -> RunConfig:

@@ -96,6 +96,10 @@ class _RunDir:
         record = folder / "settings.json"
         settings = json.loads(json.dumps(settings, default=list))
         old = json.loads(record.read_text()) if record.is_file() else None
+        if old is not None:  # a run setting added since the folder was written: its default then
+            defaults = json.loads(json.dumps(RunConfig().panel_settings(), default=list))
+            defaults.pop("bbq_metrics")  # a rule, not a setting: absent means the older rule
+            old = {**defaults, **old}
         done: dict[str, dict[str, Any]] = {}
         stale: dict[str, list[str]] = {}
         for f in sorted(folder.glob("*.json")):

@@ -74,14 +74,14 @@ def _prepare(
         f"BBQ: {len(items)} items; splits: " + ", ".join(f"{k}={len(v)}" for k, v in chosen.items())
     )
     processes = launched().size
-    check_processes(chosen, processes)
+    check_processes(chosen, processes, cfg)
     if processes > 1:
         say(f"{processes} processes share the scoring, extraction and generation batches")
     if cfg.preset is not None:
         say(_cost_note(cfg, chosen, anchors))
     t = time.perf_counter()
     say(f"loading model {cfg.model!r}")
-    hf_model, tokenizer, info = load_hf(cfg.model)
+    hf_model, tokenizer, info = load_hf(cfg.model, dtype=cfg.dtype, device_map=cfg.device_map)
     timings["load_model"] = time.perf_counter() - t
     asked = [*([cfg.fit.layer] if cfg.fit.layer is not None else []), *(cfg.fit.layers or ())]
     outside = [layer for layer in asked if not 0 <= layer < info.n_layers]
@@ -216,8 +216,16 @@ def choose_splits(
     return splits, {name: pick(name) for name in splits}
 
 
-def check_processes(chosen: dict[str, list[Any]], processes: int) -> None:
-    """Refuse more processes than the items of the smallest split a run scores."""
+def check_processes(chosen: dict[str, list[Any]], processes: int, cfg: RunConfig) -> None:
+    """Refuse more processes than the items of the smallest split a run scores, and several
+    processes for a model that ``device_map`` spreads over the machine's devices."""
+    if processes > 1 and cfg.device_map is not None:
+        raise ConfigError(
+            f"--device-map {cfg.device_map} spreads one model over every device of the machine, "
+            f"so {processes} processes would each load a copy over the same devices.",
+            "use --device-map with one process (it splits the model), or several processes "
+            "without it (each holds the whole model).",
+        )
     used = [k for k in ("probe", "select", "eval") if chosen[k]]
     if not used:
         return

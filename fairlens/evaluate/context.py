@@ -227,6 +227,6 @@ class Suite:
     settings: tuple[str, ...] = ()
 
 
-SHARED_SETTINGS: tuple[str, ...] = ("model", "batch_size", "eval_backend")
+SHARED_SETTINGS: tuple[str, ...] = ("model", "dtype", "batch_size", "eval_backend")
 """The run settings every suite's results depend on (the model; the batch size and backend
 change numbers in the last float digits, which can flip a near tie)."""

@@ -32,8 +32,9 @@ from fairlens.models.families import family_of
 from fairlens.models.gguf_cache import load_cached
 from fairlens.models.info import ModelInfo, Source, set_model_info, weights_sha
 from fairlens.models.tl_adapter import WeightProcessing, hooked_from_hf, hooked_from_official
+from fairlens.runtime import MODEL_DTYPES
 
-_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+_DTYPES = {name: getattr(torch, name) for name in MODEL_DTYPES}
 
 
 @dataclass(frozen=True)

@@ -151,6 +151,14 @@ CASES: dict[str, tuple[Case, str]] = {
     "band width without bands": (_run("--scope", "colon", "--band-width", "5"), "--band-width"),
     "search settings without search": (_run("--no-search", "--search-alphas", "0.3"), "--search"),
     "suite size without its suite": (_run("--suites", "bbq", "--crows-per-type", "5"), "crows"),
+    "device map with several processes": (
+        _run("--device-map", "auto", "--num-processes", "2"),
+        "--device-map",
+    ),
+    "device map with the TL backend": (
+        _run("--device-map", "auto", "--eval-backend", "tl"),
+        "--eval-backend hf",
+    ),
     # artifacts: a run folder written for another model is never resumed with this one
     "run folder of another model": (_other_models_run, "model"),
 }
