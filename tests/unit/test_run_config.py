@@ -208,3 +208,28 @@ def test_every_panel_setting_is_claimed_by_a_suite():
     keys = set(RunConfig().panel_settings())
     claimed = {k for name in SUITES for k in suite_settings(name)}
     assert claimed == keys
+
+
+def test_panel_results_saved_before_a_setting_or_rule_existed(tmp_path):
+    """A setting added since a folder was written counts as its default (results kept while it is
+    left at the default); a missing metrics rule means the older rule (BBQ results recomputed)."""
+    cfg = RunConfig.from_keys(out_dir=str(tmp_path))
+    rundir = _RunDir(cfg, restart=False)
+    rundir.panel_done(cfg.panel_settings())
+    rundir.save_panel("bbq", "base", {"acc": 1})
+    rundir.save_panel("crows", "base", {"acc": 2})
+    record = tmp_path / cfg.name / "panel" / "settings.json"
+    old = json.loads(record.read_text())
+    record.write_text(json.dumps({k: v for k, v in old.items() if k != "dtype"}))
+    assert rundir.panel_done(cfg.panel_settings()) == {
+        "bbq/base": {"acc": 1},
+        "crows/base": {"acc": 2},
+    }
+    record.write_text(json.dumps({k: v for k, v in old.items() if k != "bbq_metrics"}))
+    said: list[str] = []
+    assert rundir.panel_done(cfg.panel_settings(), said.append) == {"crows/base": {"acc": 2}}
+    assert said == [
+        "panel results of 'bbq' in the run folder discarded (settings changed: bbq_metrics)"
+    ]
+    bf16 = cfg.replace(dtype="bfloat16")  # the dtype changes every number: nothing is kept
+    assert rundir.panel_done(bf16.panel_settings()) == {}
