@@ -5,8 +5,9 @@ Dequantising takes ~20 s for SmolLM2 and minutes for larger models, so :func:`lo
 result under ``cache_dir()/models/``. The folder is named by a fingerprint of the GGUF's *content*
 (its size and sampled blocks), not by its path, so reinstalling the same wheel into a new virtual
 environment reuses it instead of writing another copy. Each folder records the size of every file it
-wrote (``fairlens-cache.json``); a folder whose files are missing, cut or unreadable is rebuilt from
-the GGUF with a warning, never loaded half-broken and never a traceback.
+wrote and the sha256 of its small ones (``fairlens-cache.json``); a folder whose files are missing,
+cut, changed or unreadable is rebuilt from the GGUF with a warning, never loaded half-broken and
+never a traceback.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from fairlens.runtime import cache_dir
 MANIFEST = "fairlens-cache.json"
 _BLOCK = 1 << 16  # bytes read per sampled block of the fingerprint
 _SAMPLES = 16  # blocks spread evenly over the file, plus its first and last MiB
+_HASHED_BELOW = 64 << 20  # files smaller than this (config, tokenizer) are hashed whole
 
 
 def fingerprint(gguf_path: Path) -> str:
@@ -52,13 +54,15 @@ def cache_folder(gguf_path: Path) -> Path:
 
 
 def damage(folder: Path) -> str | None:
-    """Why the cache ``folder`` cannot be trusted (a missing or resized file, an unreadable
-    manifest), or ``None`` when every file it recorded is there at its recorded size."""
+    """Why the cache ``folder`` cannot be trusted, or ``None``: every file it recorded must be there
+    at its recorded size, the small files (config, tokenizer) must have their recorded sha256, and
+    each safetensors file's header must parse (what loading reads first)."""
     try:
-        sizes = json.loads((folder / MANIFEST).read_text())["sizes"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+        manifest = json.loads((folder / MANIFEST).read_text())
+        sizes, hashes = manifest["sizes"], manifest.get("sha256", {})  # no hashes: sizes only
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         return f"its manifest {MANIFEST} is missing or unreadable ({type(exc).__name__})"
-    if not isinstance(sizes, dict):
+    if not (isinstance(sizes, dict) and isinstance(hashes, dict)):
         return f"its manifest {MANIFEST} is malformed"
     for name, size in sorted(sizes.items()):
         path = folder / name
@@ -66,7 +70,38 @@ def damage(folder: Path) -> str | None:
             return f"{name} is missing"
         if path.stat().st_size != size:
             return f"{name} has {path.stat().st_size} bytes, {size} were written"
+        if name in hashes and _sha256(path) != hashes[name]:
+            return f"{name} differs from what was written (sha256)"
+        if name.endswith(".safetensors") and not _header_parses(path):
+            return f"the header of {name} is unreadable"
     return None
+
+
+def write_manifest(folder: Path, gguf_path: Path) -> None:
+    """Record the size of every file in ``folder`` and the sha256 of its small ones."""
+    files = [p for p in sorted(folder.iterdir()) if p.is_file() and p.name != MANIFEST]
+    manifest = {
+        "gguf": str(gguf_path),
+        "sizes": {p.name: p.stat().st_size for p in files},
+        "sha256": {p.name: _sha256(p) for p in files if p.stat().st_size < _HASHED_BELOW},
+    }
+    (folder / MANIFEST).write_text(json.dumps(manifest, indent=1))
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _header_parses(path: Path) -> bool:
+    """Whether a safetensors file starts with a readable header (8-byte length, then JSON)."""
+    with path.open("rb") as fh:
+        length = int.from_bytes(fh.read(8), "little")
+        if not 0 < length <= path.stat().st_size - 8:
+            return False
+        try:
+            return isinstance(json.loads(fh.read(length)), dict)
+        except ValueError:
+            return False
 
 
 def dequantise(gguf_path: Path, dest: Path) -> None:
@@ -102,8 +137,7 @@ def dequantise(gguf_path: Path, dest: Path) -> None:
         config.save_pretrained(tmp)
         save_model(hf_model, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         tokenizer.save_pretrained(tmp)
-        sizes = {p.name: p.stat().st_size for p in sorted(tmp.iterdir()) if p.is_file()}
-        (tmp / MANIFEST).write_text(json.dumps({"gguf": str(gguf_path), "sizes": sizes}, indent=1))
+        write_manifest(tmp, gguf_path)
         if not dest.exists():  # another process may have finished first; `finally` cleans tmp
             os.replace(tmp, dest)
     finally:
@@ -113,8 +147,9 @@ def dequantise(gguf_path: Path, dest: Path) -> None:
 
 def load_cached(gguf_path: Path, load: Any, *, use_cache: bool = True) -> Any:
     """``load(folder)`` on the dequantised model of ``gguf_path``, building the cache folder when
-    it is absent (or ``use_cache`` is off) and rebuilding it once when it is damaged or fails to
-    load. A second failure is the GGUF's or the loader's, raised as :class:`ModelLoadError`."""
+    it is absent (or ``use_cache`` is off) and rebuilding it when :func:`damage` finds it damaged.
+    An error of ``load`` itself (a bad ``device_map``, too little memory) is raised as it is: the
+    cache is not blamed for it."""
     folder = cache_folder(gguf_path)
     if not use_cache:
         _remove(folder)
@@ -124,20 +159,7 @@ def load_cached(gguf_path: Path, load: Any, *, use_cache: bool = True) -> Any:
         problem = damage(folder)
         if problem is not None:
             _rebuild(gguf_path, folder, problem)
-    try:
-        return load(folder)
-    except Exception as exc:  # a garbled file the sizes did not reveal: our copy, so rebuild it
-        _rebuild(gguf_path, folder, f"loading it failed ({type(exc).__name__}: {exc})")
-    try:
-        return load(folder)
-    except ModelLoadError:
-        raise
-    except Exception as exc:
-        raise ModelLoadError(
-            f"the model dequantised from {str(gguf_path)!r} cannot be loaded even after "
-            f"rebuilding {str(folder)!r}: {type(exc).__name__}: {exc}",
-            "check that the GGUF is complete (reinstall its wheel) and that the disk is not full.",
-        ) from exc
+    return load(folder)
 
 
 def _rebuild(gguf_path: Path, folder: Path, problem: str) -> None:

@@ -1,6 +1,7 @@
 """The dequantised-model cache of the embedded SmolLM2: a damaged cache folder (a cut weight file, a
-garbled one of the right size, a missing manifest) is rebuilt with one warning and the model loads
-with the same weights; the folder is found by the GGUF's content, not by where it is installed."""
+garbled header of the right size, an edited config, a missing manifest) is rebuilt with one warning
+and the model loads with the same weights; an error of the loader itself is not blamed on the
+cache; the folder is found by the GGUF's content, not by where it is installed."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from fairlens.errors import ModelLoadError
 from fairlens.models import EMBEDDED_MODELS, load_hf
 from fairlens.models import gguf_cache as cache
 
@@ -29,24 +31,31 @@ def _cut(folder: Path) -> None:
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
 
 
-def _garble(folder: Path) -> None:  # same size: only loading it reveals the damage
+def _garble(folder: Path) -> None:  # same size, the header garbled
     path = folder / "model.safetensors"
     data = bytearray(path.read_bytes())
     data[8:64] = b"\xff" * 56  # the JSON header of the safetensors file
     path.write_bytes(bytes(data))
 
 
+def _edit_config(folder: Path) -> None:  # same size, other content
+    path = folder / "config.json"
+    text = path.read_text()
+    path.write_text(text.replace('"', "'", 1))
+
+
 def _no_manifest(folder: Path) -> None:
     (folder / cache.MANIFEST).unlink()
 
 
-@pytest.mark.parametrize("damage", [_cut, _garble, _no_manifest])
+@pytest.mark.parametrize("damage", [_cut, _garble, _edit_config, _no_manifest])
 def test_damaged_cache_is_rebuilt_with_one_warning(built, damage, tmp_path, monkeypatch) -> None:
     gguf, real, sha = built
     monkeypatch.setenv("FAIRLENS_CACHE", str(tmp_path / "cache"))
     mine = cache.cache_folder(gguf)
     assert mine.parent == tmp_path / "cache" / "models" and mine.name == real.name
     shutil.copytree(real, mine)
+    cache.write_manifest(mine, gguf)  # the current form (the real one may predate the hashes)
     damage(mine)
     rebuilt: list[Path] = []
 
@@ -54,6 +63,7 @@ def test_damaged_cache_is_rebuilt_with_one_warning(built, damage, tmp_path, monk
         assert src == gguf
         rebuilt.append(dest)
         shutil.copytree(real, dest)
+        cache.write_manifest(dest, gguf)
 
     monkeypatch.setattr(cache, "dequantise", dequantise)
     with pytest.warns(UserWarning, match=r"model cache .* is damaged \(.*\); rebuilding it") as w:
@@ -74,3 +84,11 @@ def test_cache_folder_follows_content_not_path(built, tmp_path) -> None:
         fh.seek(moved.stat().st_size // 2)
         fh.write(b"\x00" * 65536)
     assert cache.cache_folder(moved) != real
+
+
+def test_a_loader_error_is_not_blamed_on_a_sound_cache(built, monkeypatch) -> None:
+    _, real, _ = built
+    monkeypatch.setattr(cache, "dequantise", lambda *a: pytest.fail("rebuilt a sound cache"))
+    with pytest.raises(ModelLoadError, match="device_map"):
+        load_hf("smollm2-135m", device_map="everywhere")
+    assert cache.damage(real) is None
