@@ -293,13 +293,17 @@ def figures_for_run(
     return figs, summary
 
 
+def _check_formats(formats: Sequence[str]) -> None:
+    bad = sorted(set(formats) - {"html", "png", "svg"})
+    if bad:
+        raise ConfigError(f"Unknown figure formats {bad}.", "use some of: html, png, svg.")
+
+
 def write_figures(
     figs: dict[str, Any], out_dir: str | Path, formats: Sequence[str] = ("html", "png", "svg")
 ) -> list[Path]:
     """Write each figure as ``<name>.<fmt>``; static formats go through kaleido in one batch."""
-    bad = sorted(set(formats) - {"html", "png", "svg"})
-    if bad:
-        raise ConfigError(f"Unknown figure formats {bad}.", "use some of: html, png, svg.")
+    _check_formats(formats)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
@@ -351,9 +355,7 @@ def regenerate_figures(
     import json
 
     start = time.perf_counter()
-    bad = sorted(set(formats) - {"html", "png", "svg"})
-    if bad:  # before any model work
-        raise ConfigError(f"Unknown figure formats {bad}.", "use some of: html, png, svg.")
+    _check_formats(formats)  # before any model work
     say = log or (lambda _m: None)
     figs, summary = figures_for_run(cfg, sizes, progress=progress, log=say)
     say(f"writing {len(figs)} figures to {out_dir}")

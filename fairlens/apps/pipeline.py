@@ -87,8 +87,9 @@ def run_pipeline(
 
     say = log or (lambda _msg: None)
     t0 = time.perf_counter()
+    data_dir = resolve_data_dir(cfg.data_dir)
     mc, mc_shots = load_mc_inputs(  # read and checked before the model loads
-        resolve_data_dir(cfg.data_dir),
+        data_dir,
         cfg.panel.suites,
         mmlu_per_subject=cfg.panel.mmlu_per_subject,
         questions=cfg.panel.mc_questions,
@@ -97,7 +98,7 @@ def run_pipeline(
     calibrate = any(METHODS[m].letter_prior for m in cfg.panel.methods)
     mc_calibration = (
         load_mc_calibration(
-            resolve_data_dir(cfg.data_dir),
+            data_dir,
             cfg.panel.suites,
             mmlu_per_subject=cfg.panel.mmlu_per_subject,
             questions=cfg.panel.mc_questions,
@@ -107,15 +108,13 @@ def run_pipeline(
         else {}
     )
     unqover = (
-        load_unqover_inputs(
-            resolve_data_dir(cfg.data_dir), cfg.panel.unqover_per_dataset, seed=cfg.fit.seed
-        )
+        load_unqover_inputs(data_dir, cfg.panel.unqover_per_dataset, seed=cfg.fit.seed)
         if "unqover" in cfg.panel.suites
         else []
     )
     crows, open_crows, texts = [], [], {}
     if "crows" in cfg.panel.suites or "open_ended" in cfg.panel.suites:
-        all_pairs = load_crows_pairs(resolve_data_dir(cfg.data_dir))
+        all_pairs = load_crows_pairs(data_dir)
         crows = subsample_pairs(all_pairs, cfg.panel.crows_per_type, seed=cfg.fit.seed)
         if cfg.panel.open_crows_per_type:
             open_crows = subsample_pairs(
@@ -127,7 +126,7 @@ def run_pipeline(
         )
     prep = _prepare(cfg, progress, say, restart)
     fs, fit, chosen, rundir, timings = prep.fs, prep.fit, prep.chosen, prep.rundir, prep.timings
-    hf_model, tokenizer, data_dir = prep.hf_model, prep.tokenizer, prep.data_dir
+    hf_model, tokenizer = prep.hf_model, prep.tokenizer
 
     # ---------------------------------------------------------------- search
     search_result = None

@@ -100,6 +100,15 @@ def _data_dir_of(candidate: Path) -> Path | None:
     return None
 
 
+def read_utf8(path: Path, fix: str) -> str:
+    """The text of a data file, or a :class:`DataError` naming it when it is not UTF-8 (the
+    loaders' one way to read a whole file)."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path.name} is not valid UTF-8 ({exc.reason}).", fix) from exc
+
+
 def resolve_data_dir(data_dir: str | Path | None) -> Path:
     """Find the data directory, i.e. the one that contains ``bbq/``.
 

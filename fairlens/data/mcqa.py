@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from fairlens.data.fetch import read_utf8
 from fairlens.data.mmlu import MMLUItem
 from fairlens.errors import DataError
 
@@ -86,10 +87,7 @@ def _field(obj: Any, key: str, kind: type, where: str, fix: str) -> Any:
 def _load_ai2_jsonl(path: Path, dataset: str, split: str, expected: int, fix: str) -> list[MCItem]:
     if not path.is_file():
         raise DataError(f"no {dataset} {split} file at {str(path)!r}.", fix)
-    try:
-        lines = path.read_text(encoding="utf-8").split("\n")
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path.name} is not valid UTF-8 ({exc.reason}).", fix) from exc
+    lines = read_utf8(path, fix).split("\n")
     items: list[MCItem] = []
     seen: set[str] = set()
     for line_no, line in enumerate(lines, start=1):

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
+from fairlens.data.fetch import read_utf8
 from fairlens.errors import DataError
 
 __all__ = ["MMLU_OFFICIAL_COUNTS", "MMLUItem", "load_mmlu", "mmlu_anchor_prompts"]
@@ -104,12 +106,10 @@ def _read_subject(path: Path, subject: str, split: str) -> list[MMLUItem]:
     """The questions of one subject file, or a DataError naming the file, row and field."""
     items: list[MMLUItem] = []
     row_no = 0
+    text = io.StringIO(read_utf8(path, _FIX), newline="")
     try:
-        with path.open(newline="", encoding="utf-8") as fh:
-            for row_no, row in enumerate(csv.reader(fh), start=1):
-                items.append(_item(row, f"{path.name} row {row_no}", subject, split, row_no - 1))
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path.name} is not valid UTF-8 ({exc.reason}).", _FIX) from exc
+        for row_no, row in enumerate(csv.reader(text), start=1):
+            items.append(_item(row, f"{path.name} row {row_no}", subject, split, row_no - 1))
     except csv.Error as exc:
         raise DataError(f"{path.name} row {row_no + 1}: not valid CSV ({exc}).", _FIX) from exc
     return items

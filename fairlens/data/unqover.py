@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from fairlens.data.fetch import read_utf8
 from fairlens.errors import DataError
 
 __all__ = [
@@ -86,11 +87,8 @@ def unqover_prompt(context: str, question: str) -> str:
 def _lines(path: Path) -> list[str]:
     if not path.is_file():
         raise DataError(f"no UNQOVER list at {str(path)!r}.", _FIX)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path.name} is not valid UTF-8 ({exc.reason}).", _FIX) from exc
-    return [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    lines = read_utf8(path, _FIX).splitlines()
+    return [ln for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
 
 
 def _subjects(path: Path) -> tuple[list[str], list[str]]:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fairlens.errors import ModelLoadError
-from fairlens.runtime import cache_dir
+from fairlens.runtime import cache_dir, write_atomic
 
 DEFAULT_MODEL = "smollm2-135m"
 
@@ -177,9 +177,7 @@ def _assemble(model: EmbeddedModel, parts: list[Path], dest: Path) -> None:
             )
         if not _stamped(dest, model):  # else another process finished first
             os.replace(tmp, dest)
-            stamp = _stamp_path(dest).with_name(f".{dest.name}.{os.getpid()}.verified")
-            stamp.write_text(json.dumps(_stamp(dest, model)))
-            os.replace(stamp, _stamp_path(dest))
+            write_atomic(_stamp_path(dest), json.dumps(_stamp(dest, model)))
     finally:
         tmp.unlink(missing_ok=True)
 

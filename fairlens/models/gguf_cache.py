@@ -1,7 +1,7 @@
 """The dequantised-model cache: a GGUF turned once into a Hugging Face folder (safetensors), found
 again by the GGUF's content, checked on every load and rebuilt when damaged.
 
-Dequantising takes ~20 s for SmolLM2 and minutes for larger models, so :func:`load_cached` keeps the
+Dequantising takes ~20 s for SmolLM2 and minutes for larger models, so :func:`cached_folder` keeps the
 result under ``cache_dir()/models/``. The folder is named by a fingerprint of the GGUF's *content*
 (its size and sampled blocks), not by its path, so reinstalling the same wheel into a new virtual
 environment reuses it instead of writing another copy. Each folder records the size of every file it
@@ -145,11 +145,10 @@ def dequantise(gguf_path: Path, dest: Path) -> None:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def load_cached(gguf_path: Path, load: Any, *, use_cache: bool = True) -> Any:
-    """``load(folder)`` on the dequantised model of ``gguf_path``, building the cache folder when
-    it is absent (or ``use_cache`` is off) and rebuilding it when :func:`damage` finds it damaged.
-    An error of ``load`` itself (a bad ``device_map``, too little memory) is raised as it is: the
-    cache is not blamed for it."""
+def cached_folder(gguf_path: Path, *, use_cache: bool = True) -> Path:
+    """The sound cache folder of ``gguf_path``'s dequantised model: built when it is absent (or
+    ``use_cache`` is off), rebuilt when :func:`damage` finds it damaged. Loading it is the
+    caller's: an error there (a bad ``device_map``, too little memory) is not blamed on the cache."""
     folder = cache_folder(gguf_path)
     if not use_cache:
         _remove(folder)
@@ -159,7 +158,7 @@ def load_cached(gguf_path: Path, load: Any, *, use_cache: bool = True) -> Any:
         problem = damage(folder)
         if problem is not None:
             _rebuild(gguf_path, folder, problem)
-    return load(folder)
+    return folder
 
 
 def _rebuild(gguf_path: Path, folder: Path, problem: str) -> None:

@@ -29,7 +29,7 @@ from fairlens.errors import ModelLoadError
 from fairlens.model_types import HFModel, Tokenizer
 from fairlens.models.embedded import DEFAULT_MODEL, EMBEDDED_MODELS
 from fairlens.models.families import family_of
-from fairlens.models.gguf_cache import load_cached
+from fairlens.models.gguf_cache import cached_folder
 from fairlens.models.info import ModelInfo, Source, set_model_info, weights_sha
 from fairlens.models.tl_adapter import WeightProcessing, hooked_from_hf, hooked_from_official
 from fairlens.runtime import MODEL_DTYPES
@@ -147,14 +147,11 @@ def load_hf(
         placement = {"device_map": device_map}
         if offload_folder is not None:
             placement["offload_folder"] = str(offload_folder)
-
-    def load(folder: Path) -> tuple[Any, Any]:
-        return _load_hf_dir(folder, torch_dtype, placement)
-
     if resolved.source in ("embedded", "gguf"):
-        hf_model, tokenizer = load_cached(Path(resolved.target), load, use_cache=use_cache)
+        folder = cached_folder(Path(resolved.target), use_cache=use_cache)
     else:
-        hf_model, tokenizer = load(Path(resolved.target))
+        folder = Path(resolved.target)
+    hf_model, tokenizer = _load_hf_dir(folder, torch_dtype, placement)
     if device_map is None:
         hf_model.to(device)
     config = hf_model.config
